@@ -1,0 +1,176 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/pyrycode/pyrycode-relay/internal/config"
+	"github.com/pyrycode/pyrycode-relay/internal/relay"
+	"github.com/pyrycode/pyrycode-relay/internal/tlsconf"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "0.1.0-dev"
+
+// Exit statuses.
+const (
+	exitOK     = 0
+	exitFailed = 1 // could not start or serve
+	exitUsage  = 2 // bad configuration
+)
+
+// listening receives each listener's role and address once it is bound;
+// tests use it to find ports chosen by the kernel.
+type listening func(role string, addr net.Addr)
+
+// run is the whole program: parse, validate, listen, serve until ctx ends,
+// then drain. It returns the process exit status.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, ready listening) int {
+	_ = getenv // no environment variables are read yet; see internal/config
+	cfg, err := config.Parse(args, stderr)
+	if errors.Is(err, config.ErrHelp) {
+		return exitOK
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "pyrycode-relay: %v\n", err)
+		return exitUsage
+	}
+	if cfg.ShowVersion {
+		fmt.Fprintf(stdout, "pyrycode-relay %s\n", version)
+		return exitOK
+	}
+	log := newLogger(cfg, stderr)
+
+	srv := relay.New(relay.Config{
+		Version:           version,
+		Grace:             cfg.Grace,
+		ProbeTimeout:      cfg.ProbeTimeout,
+		HeartbeatInterval: cfg.HeartbeatInterval,
+		HeartbeatTimeout:  cfg.HeartbeatTimeout,
+		MessageTimeout:    cfg.MessageTimeout,
+		WriteTimeout:      cfg.WriteTimeout,
+		MaxFrameBytes:     cfg.MaxFrameBytes,
+		MaxPhones:         cfg.MaxPhones,
+		PhoneQueueBytes:   cfg.PhoneQueueBytes,
+		BinaryQueueBytes:  cfg.PhoneQueueBytes,
+	}, log)
+
+	servers, err := buildServers(cfg, srv, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "pyrycode-relay: %v\n", err)
+		return exitUsage
+	}
+	// Bind everything before serving anything, so a taken port fails fast.
+	lns := make([]net.Listener, len(servers))
+	for i, s := range servers {
+		ln, err := net.Listen("tcp", s.addr)
+		if err != nil {
+			for _, l := range lns[:i] {
+				l.Close()
+			}
+			fmt.Fprintf(stderr, "pyrycode-relay: listen %s: %v\n", s.role, err)
+			return exitFailed
+		}
+		lns[i] = ln
+	}
+
+	errc := make(chan error, len(servers))
+	var wg sync.WaitGroup
+	for i, s := range servers {
+		ln := lns[i]
+		log.Info("relay_listening", "role", s.role, "addr", ln.Addr().String(), "version", version)
+		if ready != nil {
+			ready(s.role, ln.Addr())
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var err error
+			if s.http.TLSConfig != nil {
+				err = s.http.ServeTLS(ln, "", "")
+			} else {
+				err = s.http.Serve(ln)
+			}
+			if !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("%s: %w", s.role, err)
+			}
+		}()
+	}
+
+	status := exitOK
+	select {
+	case <-ctx.Done():
+		log.Info("relay_stopping", "drain_timeout", cfg.DrainTimeout.String())
+	case err := <-errc:
+		log.Error("relay_serve_failed", "err", err)
+		status = exitFailed
+	}
+	dctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
+	defer cancel()
+	for _, s := range servers {
+		_ = s.http.Shutdown(dctx) // stops accepting; upgraded connections are the relay's
+	}
+	if err := srv.Shutdown(dctx); err != nil {
+		log.Warn("relay_drain_incomplete", "err", err)
+	}
+	wg.Wait()
+	log.Info("relay_stopped")
+	return status
+}
+
+type server struct {
+	role string
+	addr string
+	http *http.Server
+}
+
+// buildServers returns the HTTP servers for the configured mode.
+func buildServers(cfg config.Config, relaySrv http.Handler, log *slog.Logger) ([]server, error) {
+	mk := func(h http.Handler, tc *tls.Config) *http.Server {
+		return &http.Server{
+			Handler:           h,
+			TLSConfig:         tc,
+			ReadHeaderTimeout: cfg.HeaderTimeout,
+			IdleTimeout:       60 * time.Second,
+			MaxHeaderBytes:    16 << 10,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		}
+	}
+	switch {
+	case cfg.InsecureListen != "":
+		return []server{{"insecure", cfg.InsecureListen, mk(relaySrv, nil)}}, nil
+	case cfg.TLSCert != "":
+		fc, err := tlsconf.NewFileCert(cfg.TLSCert, cfg.TLSKey, log)
+		if err != nil {
+			return nil, err
+		}
+		return []server{{"https", cfg.HTTPSListen, mk(relaySrv, tlsconf.FileTLSConfig(fc))}}, nil
+	default:
+		dir, err := tlsconf.PrepareCacheDir(cfg.CertCache)
+		if err != nil {
+			return nil, fmt.Errorf("--cert-cache: %w", err)
+		}
+		m := tlsconf.NewAutocert(cfg.Domain, dir, cfg.ACMEEmail, cfg.ACMEDirectory)
+		challenge := tlsconf.ChallengeHandler(m) // must exist before the first certificate request
+		return []server{
+			{"acme-http", cfg.HTTPListen, mk(challenge, nil)},
+			{"https", cfg.HTTPSListen, mk(tlsconf.RequireHost(cfg.Domain, relaySrv), tlsconf.AutocertTLSConfig(m))},
+		}, nil
+	}
+}
+
+func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	if cfg.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}

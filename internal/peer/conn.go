@@ -1,0 +1,382 @@
+package peer
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pyrycode/pyrycode-relay/internal/bufpool"
+)
+
+// Errors returned by Send and SendWait.
+var (
+	ErrClosed    = errors.New("peer: connection closed")
+	ErrQueueFull = errors.New("peer: send queue over budget")
+	ErrCanceled  = errors.New("peer: wait canceled")
+)
+
+// Options tunes a Conn. The zero value of a field means the default given
+// in its comment. Options are shared by many connections and never mutated.
+type Options struct {
+	MaxMessage        int           // largest message accepted; larger closes 1009 (default 256 KiB)
+	Headroom          int           // bytes left free in front of every delivered payload
+	Tailroom          int           // bytes left free after every delivered payload
+	QueueBytes        int           // byte budget of the outbound queue (default 4 MiB)
+	HeartbeatInterval time.Duration // ping period; negative disables heartbeats (default 30 s)
+	HeartbeatTimeout  time.Duration // pong deadline after a ping (default 30 s)
+	MessageTimeout    time.Duration // a message must arrive within this of its first byte (default 30 s)
+	WriteTimeout      time.Duration // one write must finish within this (default 10 s)
+	CloseWait         time.Duration // wait for the peer's close frame after ours (default 2 s)
+	// CodeAllowed reports whether a close code may appear on the wire; a close
+	// frame from the peer with another code is a protocol error. Required.
+	CodeAllowed func(int) bool
+	// Reasons used when the connection closes itself.
+	ReasonProtocol, ReasonTooBig, ReasonHeartbeat, ReasonMessageTimeout Close
+}
+
+// Close is a close code with its reason text.
+type Close struct {
+	Code   int
+	Reason string
+}
+
+// WithDefaults returns a copy of o with zero fields set to their defaults.
+func (o Options) WithDefaults() Options {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	if o.MaxMessage == 0 {
+		o.MaxMessage = 256 << 10
+	}
+	if o.QueueBytes == 0 {
+		o.QueueBytes = 4 << 20
+	}
+	def(&o.HeartbeatInterval, 30*time.Second)
+	def(&o.HeartbeatTimeout, 30*time.Second)
+	def(&o.MessageTimeout, 30*time.Second)
+	def(&o.WriteTimeout, 10*time.Second)
+	def(&o.CloseWait, 2*time.Second)
+	return o
+}
+
+// Handler receives a connection's data messages on its reader goroutine.
+type Handler interface {
+	// HandleMessage is called for each complete data message while the
+	// connection is open. It owns buf from then on: it must release it or
+	// hand it to exactly one queue. payload is buf.B[Headroom:][:n].
+	HandleMessage(c *Conn, op Opcode, buf *bufpool.Buf, payload []byte)
+}
+
+// CloseInfo says how a connection ended.
+type CloseInfo struct {
+	Code    int  // the close code sent or received; 1001 when the peer went away without one
+	ByPeer  bool // the peer closed (close frame, hang-up or reset) rather than the relay
+	Dropped bool // no close handshake: the peer vanished or a write failed
+}
+
+type connState uint8
+
+const (
+	stOpen    connState = iota // data flows both ways
+	stClosing                  // a close frame is queued or sent; no more data out
+	stClosed                   // the reader has finished; the socket is (being) closed
+)
+
+// item is one outbound frame. buf, when set, is released after the write.
+type item struct {
+	op   Opcode
+	data []byte
+	buf  *bufpool.Buf
+}
+
+// Conn is one WebSocket connection. Run must be called exactly once, by the
+// goroutine that owns the connection; every other method is safe for
+// concurrent use.
+type Conn struct {
+	nc  net.Conn
+	tcp *net.TCPConn // set when vectored writes are available
+	opt *Options
+
+	// Reader state, touched only by Run's goroutine.
+	pend     []byte       // bytes read with the handshake, consumed first
+	chunk    *bufpool.Buf // buffered input; nil while idle
+	r, w     int          // unread input is chunk.B[r:w]
+	deadline bool         // a message deadline is armed
+	peek     [32]byte     // idle reads land here so idle costs no buffer
+
+	closing atomic.Bool // our close frame went out: read deadline belongs to the close wait
+
+	hb       *time.Timer
+	hbWait   atomic.Bool  // a ping is outstanding
+	pongSeen atomic.Bool  // a pong arrived since the last ping
+	pingAt   atomic.Int64 // unix nanos of the outstanding ping
+
+	done chan struct{} // closed when Run has finished
+
+	mu      sync.Mutex
+	q       []item        // outbound frames in order
+	spare   []item        // the writer's emptied batch, reused
+	queued  int           // data bytes in q and in the batch being written
+	writing bool          // a writer goroutine is running
+	wfailed bool          // a write failed: drop everything else
+	wexit   chan struct{} // closed by the writer when it exits, if set
+	state   connState
+	info    CloseInfo
+	infoSet bool
+	spaceCh chan struct{}   // closed when queued drops below budget
+	closeCh chan struct{}   // closed when the state leaves stOpen; made on demand
+	probes  []chan struct{} // closed by the next pong
+}
+
+// New wraps nc, an upgraded connection; pending holds bytes the client sent
+// after its handshake. opt must have gone through WithDefaults.
+func New(nc net.Conn, pending []byte, opt *Options) *Conn {
+	c := &Conn{nc: nc, opt: opt, pend: pending, done: make(chan struct{})}
+	c.tcp, _ = nc.(*net.TCPConn)
+	return c
+}
+
+// RemoteAddr returns the peer's network address.
+func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
+
+// Done is closed when the connection has finished.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// Info returns how the connection ended; it is final once Done is closed.
+func (c *Conn) Info() CloseInfo {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.info
+}
+
+// Closing returns a channel that is closed once the connection stops
+// accepting outbound data (a close has begun).
+func (c *Conn) Closing() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closeCh == nil {
+		c.closeCh = make(chan struct{})
+		if c.state != stOpen {
+			close(c.closeCh)
+		}
+	}
+	return c.closeCh
+}
+
+// leaveOpenLocked moves an open connection to closing.
+func (c *Conn) leaveOpenLocked() {
+	if c.state != stOpen {
+		return
+	}
+	c.state = stClosing
+	if c.closeCh != nil {
+		close(c.closeCh)
+	}
+}
+
+// Open reports whether the connection still accepts outbound data.
+func (c *Conn) Open() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state == stOpen
+}
+
+// Run reads the connection until it ends, delivering data messages to h,
+// then closes the socket and releases everything the connection holds. It
+// returns how the connection ended.
+func (c *Conn) Run(h Handler) CloseInfo {
+	c.startHeartbeat()
+	flush := c.readLoop(h)
+	c.teardown(flush)
+	return c.Info()
+}
+
+// Close starts closing with cl unless a close has already begun. With
+// afterQueue the close frame follows every frame queued so far; otherwise
+// queued frames are dropped and the close frame goes out next. It reports
+// whether this call decided how the connection closes.
+func (c *Conn) Close(cl Close, afterQueue bool) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stOpen {
+		return false
+	}
+	c.setInfoLocked(CloseInfo{Code: cl.Code})
+	c.leaveOpenLocked()
+	if !afterQueue {
+		c.dropDataLocked()
+	}
+	c.pushLocked(item{op: OpClose, data: closePayload(cl.Code, cl.Reason)})
+	c.wakeSpaceLocked()
+	return true
+}
+
+// Abort closes the socket at once without a close handshake, recording cl
+// as the reason unless one was recorded before.
+func (c *Conn) Abort(cl Close) {
+	c.mu.Lock()
+	c.setInfoLocked(CloseInfo{Code: cl.Code, Dropped: true})
+	c.leaveOpenLocked()
+	c.mu.Unlock()
+	c.nc.Close()
+}
+
+// Send queues a text message without blocking. It fails with ErrQueueFull,
+// queueing nothing, when the message would take the queue over its budget.
+// On success the Conn owns buf (which may be nil); on failure the caller does.
+func (c *Conn) Send(buf *bufpool.Buf, data []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stOpen {
+		return ErrClosed
+	}
+	if c.queued+len(data) > c.opt.QueueBytes {
+		return ErrQueueFull
+	}
+	c.queued += len(data)
+	c.pushLocked(item{op: OpText, data: data, buf: buf})
+	return nil
+}
+
+// SendWait queues a text message, first waiting while the queue is at or
+// over its budget (back-pressure: the message is never dropped while the
+// connection is open). It returns ErrCanceled when cancel is closed first.
+// Ownership of buf is as for Send.
+func (c *Conn) SendWait(buf *bufpool.Buf, data []byte, cancel <-chan struct{}) error {
+	for {
+		c.mu.Lock()
+		if c.state != stOpen {
+			c.mu.Unlock()
+			return ErrClosed
+		}
+		if c.queued < c.opt.QueueBytes {
+			c.queued += len(data)
+			c.pushLocked(item{op: OpText, data: data, buf: buf})
+			c.mu.Unlock()
+			return nil
+		}
+		if c.spaceCh == nil {
+			c.spaceCh = make(chan struct{})
+		}
+		ch := c.spaceCh
+		c.mu.Unlock()
+		select {
+		case <-ch:
+		case <-cancel:
+			return ErrCanceled
+		case <-c.done:
+			return ErrClosed
+		}
+	}
+}
+
+// Probe pings the peer and reports whether a pong arrives within timeout.
+func (c *Conn) Probe(timeout time.Duration) bool {
+	ch := make(chan struct{})
+	c.mu.Lock()
+	if c.state != stOpen {
+		c.mu.Unlock()
+		return false
+	}
+	c.probes = append(c.probes, ch)
+	c.pushLocked(item{op: OpPing})
+	c.mu.Unlock()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-ch:
+		return true
+	case <-c.done:
+		return false
+	case <-t.C:
+		return false
+	}
+}
+
+// QueuedBytes returns the data bytes waiting to be written.
+func (c *Conn) QueuedBytes() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.queued
+}
+
+func (c *Conn) setInfoLocked(ci CloseInfo) {
+	if !c.infoSet {
+		c.info, c.infoSet = ci, true
+	}
+}
+
+// pushLocked appends it to the queue and makes sure a writer runs.
+func (c *Conn) pushLocked(it item) {
+	c.q = append(c.q, it)
+	if !c.writing {
+		c.writing = true
+		go c.writeLoop()
+	}
+}
+
+// dropDataLocked releases every queued data frame that is not yet being
+// written; control frames stay.
+func (c *Conn) dropDataLocked() {
+	kept := c.q[:0]
+	for _, it := range c.q {
+		if it.op == OpText {
+			c.queued -= len(it.data)
+			it.buf.Release()
+			continue
+		}
+		kept = append(kept, it)
+	}
+	clear(c.q[len(kept):])
+	c.q = kept
+}
+
+func (c *Conn) wakeSpaceLocked() {
+	if c.spaceCh != nil {
+		close(c.spaceCh)
+		c.spaceCh = nil
+	}
+}
+
+// teardown runs once when the reader has finished. With flush, a close frame
+// still queued (our answer to the peer's close) is written before the socket
+// is closed; otherwise the socket is closed at once.
+func (c *Conn) teardown(flush bool) {
+	c.stopHeartbeat()
+	c.mu.Lock()
+	c.setInfoLocked(CloseInfo{Code: 1001, ByPeer: true, Dropped: true})
+	c.leaveOpenLocked()
+	c.state = stClosed
+	c.dropDataLocked()
+	if !flush {
+		for _, it := range c.q {
+			it.buf.Release()
+		}
+		clear(c.q)
+		c.q = c.q[:0]
+	}
+	var wait chan struct{}
+	if c.writing {
+		c.wexit = make(chan struct{})
+		wait = c.wexit
+	}
+	c.wakeSpaceLocked()
+	c.probes = nil
+	c.mu.Unlock()
+	if !flush {
+		c.nc.Close()
+	}
+	if wait != nil {
+		<-wait
+	}
+	c.nc.Close()
+	if c.chunk != nil {
+		c.chunk.Release()
+		c.chunk = nil
+	}
+	close(c.done)
+}

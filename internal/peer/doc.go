@@ -1,0 +1,34 @@
+// Package peer implements one WebSocket connection of the relay: the RFC 6455
+// server side, a single reader, a single on-demand writer with a byte-budgeted
+// queue, heartbeats, deadlines and a close that happens exactly once.
+//
+// # Why a codec of our own
+//
+// The relay's cost is dominated by idle connections and by the copies and
+// wake-ups of every forwarded frame. The codec here is shaped around that:
+//
+//   - An idle connection holds no buffer and no writer goroutine: the reader
+//     blocks on a 32-byte array inside the Conn, takes a pooled chunk only
+//     when bytes arrive and gives it back when the chunk is drained. The writer
+//     goroutine exists only while the queue is non-empty.
+//   - Each data message is unmasked straight into a pooled buffer that leaves
+//     Headroom bytes in front, so the router can splice a routing envelope
+//     around a phone frame without copying it again.
+//   - The writer flushes everything queued in one vectored write (writev on
+//     TCP), so a burst of frames costs one system call.
+//
+// # Concurrency
+//
+// Run is the reader and owns the connection's life: when it returns, the
+// socket is closed and the queue released. Send, SendWait, Close and Probe
+// may be called from any goroutine. Conn.mu guards the queue and the close
+// state; no I/O happens while it is held (setting a deadline is not I/O).
+//
+// # Closing
+//
+// The first cause wins and is recorded (CloseInfo). A close requested by the
+// relay queues a close frame (after the queued data, or instead of it); once
+// the writer has sent it the reader waits at most CloseWait for the peer's
+// answer, then the socket is closed. A close frame from the peer is answered
+// and ends the connection. Errors and timeouts close the socket at once.
+package peer

@@ -1,0 +1,232 @@
+package peer
+
+import (
+	"errors"
+	"os"
+	"time"
+
+	"github.com/pyrycode/pyrycode-relay/internal/bufpool"
+)
+
+// chunkSize is the input buffer taken while bytes are arriving. Payloads
+// larger than what it holds are read straight into their message buffer.
+const chunkSize = 4096
+
+// readLoop parses frames until the connection ends. It reports whether the
+// peer closed with a close frame that we must still answer (flush).
+func (c *Conn) readLoop(h Handler) (flush bool) {
+	if len(c.pend) > 0 {
+		c.chunk = bufpool.Get(max(chunkSize, len(c.pend)))
+		c.w = copy(c.chunk.B, c.pend)
+		c.pend = nil
+	}
+	var (
+		msg      *bufpool.Buf // message being assembled
+		msgOp    Opcode
+		msgLen   int
+		inMsg    bool
+		ctl      [125]byte
+		headroom = c.opt.Headroom
+		room     = c.opt.Headroom + c.opt.Tailroom
+	)
+	defer func() { msg.Release() }()
+	for {
+		hd, err := parseHeader(c.avail())
+		for err == errNeedMore {
+			if err = c.fill(inMsg || c.r < c.w); err != nil {
+				return c.readFailed(err)
+			}
+			hd, err = parseHeader(c.avail())
+		}
+		if err != nil {
+			return c.fail(c.opt.ReasonProtocol)
+		}
+		c.r += hd.size
+
+		if hd.op.isControl() {
+			n := int(hd.length)
+			for c.w-c.r < n {
+				if err := c.fill(true); err != nil {
+					return c.readFailed(err)
+				}
+			}
+			p := ctl[:n]
+			unmaskCopy(p, c.chunk.B[c.r:c.r+n], hd.mask, 0)
+			c.consume(n)
+			switch hd.op {
+			case OpPing:
+				c.sendControl(OpPong, p)
+			case OpPong:
+				c.gotPong()
+			case OpClose:
+				code, err := parseClosePayload(p, c.opt.CodeAllowed)
+				if err != nil {
+					return c.fail(c.opt.ReasonProtocol)
+				}
+				return c.peerClosed(code)
+			}
+			continue
+		}
+
+		// Data frame.
+		switch {
+		case hd.op == OpContinuation && !inMsg, hd.op != OpContinuation && inMsg:
+			return c.fail(c.opt.ReasonProtocol)
+		case hd.op != OpContinuation:
+			inMsg, msgOp, msgLen = true, hd.op, 0
+		}
+		if hd.length > int64(c.opt.MaxMessage-msgLen) {
+			return c.fail(c.opt.ReasonTooBig)
+		}
+		n := int(hd.length)
+		if msg == nil {
+			msg = bufpool.Get(room + n)
+		} else {
+			msg = bufpool.Grow(msg, headroom+msgLen, room+msgLen+n)
+		}
+		dst := msg.B[headroom+msgLen : headroom+msgLen+n]
+		// Bytes already buffered, then the rest straight from the socket.
+		got := min(n, c.w-c.r)
+		if got > 0 {
+			unmaskCopy(dst[:got], c.chunk.B[c.r:c.r+got], hd.mask, 0)
+			c.consume(got)
+		}
+		for got < n {
+			k, err := c.readDirect(dst[got:])
+			if k > 0 {
+				unmaskCopy(dst[got:got+k], dst[got:got+k], hd.mask, got)
+				got += k
+			}
+			if err != nil {
+				return c.readFailed(err)
+			}
+		}
+		msgLen += n
+		if !hd.fin {
+			continue
+		}
+		inMsg = false
+		if c.Open() {
+			m := msg
+			msg = nil
+			h.HandleMessage(c, msgOp, m, m.B[headroom:headroom+msgLen])
+		}
+	}
+}
+
+// avail returns the buffered, unparsed input.
+func (c *Conn) avail() []byte {
+	if c.chunk == nil {
+		return nil
+	}
+	return c.chunk.B[c.r:c.w]
+}
+
+// consume marks n buffered bytes as used and gives the chunk back to the pool
+// once it is empty, so an idle connection holds no input buffer.
+func (c *Conn) consume(n int) {
+	c.r += n
+	if c.r == c.w {
+		c.chunk.Release()
+		c.chunk, c.r, c.w = nil, 0, 0
+	}
+}
+
+// fill reads more input into the chunk. midMessage says a message has begun,
+// so its completion deadline applies; otherwise the read may wait forever
+// (liveness is the heartbeat's job) and any old deadline is cleared.
+func (c *Conn) fill(midMessage bool) error {
+	c.armDeadline(midMessage)
+	if c.chunk == nil {
+		n, err := c.nc.Read(c.peek[:])
+		if n > 0 {
+			c.chunk = bufpool.Get(chunkSize)
+			c.r, c.w = 0, copy(c.chunk.B, c.peek[:n])
+			return nil
+		}
+		return err
+	}
+	if c.r > 0 {
+		c.w = copy(c.chunk.B, c.chunk.B[c.r:c.w])
+		c.r = 0
+	}
+	n, err := c.nc.Read(c.chunk.B[c.w:])
+	c.w += n
+	if n > 0 {
+		return nil
+	}
+	return err
+}
+
+// readDirect reads payload bytes straight into p (the chunk is empty).
+func (c *Conn) readDirect(p []byte) (int, error) {
+	c.armDeadline(true)
+	return c.nc.Read(p)
+}
+
+// armDeadline sets or clears the message-completion read deadline. Once our
+// close frame is out the deadline belongs to the close wait and is left alone.
+func (c *Conn) armDeadline(midMessage bool) {
+	if midMessage == c.deadline || c.closing.Load() {
+		return
+	}
+	var t time.Time
+	if midMessage {
+		t = time.Now().Add(c.opt.MessageTimeout)
+	}
+	_ = c.nc.SetReadDeadline(t)
+	c.deadline = midMessage
+	if c.closing.Load() { // the writer set the close wait meanwhile: keep it
+		_ = c.nc.SetReadDeadline(time.Now().Add(c.opt.CloseWait))
+	}
+}
+
+// readFailed ends the read loop after a read error.
+func (c *Conn) readFailed(err error) bool {
+	if errors.Is(err, os.ErrDeadlineExceeded) && !c.closing.Load() && c.Open() {
+		// A message did not finish arriving in time. Give our close frame
+		// the close wait to go out before the socket is dropped.
+		_ = c.nc.SetReadDeadline(time.Now().Add(c.opt.CloseWait))
+		return c.fail(c.opt.ReasonMessageTimeout)
+	}
+	return false
+}
+
+// fail closes with cl after a read-side violation and then discards input
+// until the peer hangs up or the close wait ends: the stream can no longer
+// be parsed.
+func (c *Conn) fail(cl Close) bool {
+	if !c.Close(cl, false) {
+		return false
+	}
+	for {
+		if _, err := c.nc.Read(c.peek[:]); err != nil {
+			return false
+		}
+	}
+}
+
+// peerClosed handles the peer's close frame: answer it (unless it answers
+// ours) and end the connection once the answer is written.
+func (c *Conn) peerClosed(code int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stOpen {
+		// It answers our close frame (done), or crossed it: then write
+		// ours before hanging up if it has not gone out yet.
+		return c.state == stClosing && !c.closing.Load()
+	}
+	var payload []byte
+	info := CloseInfo{Code: code, ByPeer: true}
+	if code != 0 {
+		payload = closePayload(code, "")
+	} else {
+		info.Code = 1001
+	}
+	c.setInfoLocked(info)
+	c.leaveOpenLocked()
+	c.dropDataLocked()
+	c.pushLocked(item{op: OpClose, data: payload})
+	c.wakeSpaceLocked()
+	return true
+}

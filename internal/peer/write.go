@@ -1,0 +1,174 @@
+package peer
+
+import (
+	"errors"
+	"net"
+	"os"
+	"sync"
+	"time"
+)
+
+// maxBatch bounds the frames flushed by one vectored write.
+const maxBatch = 64
+
+// batch is the writer's scratch space: frame headers and the iovec list.
+type batch struct {
+	hdr [maxBatch * 10]byte
+	vec [2 * maxBatch][]byte
+	buf []byte // coalescing buffer for connections without writev (TLS)
+}
+
+var batchPool = sync.Pool{New: func() any { return new(batch) }}
+
+// sendControl queues a control frame (ping, pong). payload is copied. Control
+// frames are not counted against the byte budget.
+func (c *Conn) sendControl(op Opcode, payload []byte) {
+	var data []byte
+	if len(payload) > 0 {
+		data = append([]byte(nil), payload...)
+	}
+	c.mu.Lock()
+	if c.state == stOpen {
+		c.pushLocked(item{op: op, data: data})
+	}
+	c.mu.Unlock()
+}
+
+// writeLoop is the connection's single writer. It runs only while frames are
+// queued: it takes everything queued, writes it in as few system calls as
+// possible, and exits when the queue is empty.
+func (c *Conn) writeLoop() {
+	b := batchPool.Get().(*batch)
+	defer batchPool.Put(b)
+	for {
+		c.mu.Lock()
+		items := c.q
+		if len(items) == 0 {
+			c.writing = false
+			if c.wexit != nil {
+				close(c.wexit)
+				c.wexit = nil
+			}
+			c.mu.Unlock()
+			return
+		}
+		c.q, c.spare = c.spare[:0], nil
+		failed := c.wfailed
+		c.mu.Unlock()
+
+		var err error
+		sentClose := false
+		if !failed {
+			sentClose, err = c.writeItems(b, items)
+		}
+		n := 0
+		for i := range items {
+			if items[i].op == OpText {
+				n += len(items[i].data)
+			}
+			items[i].buf.Release()
+		}
+		clear(items)
+
+		c.mu.Lock()
+		c.queued -= n
+		if cap(items) <= 256 {
+			c.spare = items[:0]
+		}
+		if c.queued < c.opt.QueueBytes {
+			c.wakeSpaceLocked()
+		}
+		if err != nil {
+			c.wfailed = true
+			c.dropDataLocked()
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				c.setInfoLocked(CloseInfo{Code: 1011, Dropped: true})
+			} else {
+				c.setInfoLocked(CloseInfo{Code: 1001, ByPeer: true, Dropped: true})
+			}
+			c.leaveOpenLocked()
+		}
+		c.mu.Unlock()
+		if err != nil {
+			c.nc.Close() // wakes the reader, which tears the connection down
+		}
+		if sentClose {
+			c.closing.Store(true)
+			_ = c.nc.SetReadDeadline(time.Now().Add(c.opt.CloseWait))
+		}
+	}
+}
+
+// writeItems writes items in order under one write deadline and reports
+// whether a close frame went out. Nothing after a close frame is written.
+func (c *Conn) writeItems(b *batch, items []item) (sentClose bool, err error) {
+	if err := c.nc.SetWriteDeadline(time.Now().Add(c.opt.WriteTimeout)); err != nil {
+		return false, err
+	}
+	for len(items) > 0 && !sentClose {
+		k := 0
+		if c.tcp != nil {
+			k, sentClose, err = c.writeVec(b, items)
+		} else {
+			k, sentClose, err = c.writeCoalesced(b, items)
+		}
+		if err != nil {
+			return sentClose, err
+		}
+		items = items[k:]
+	}
+	return sentClose, nil
+}
+
+// writeVec writes up to maxBatch frames with one writev. It returns how many
+// items it consumed.
+func (c *Conn) writeVec(b *batch, items []item) (int, bool, error) {
+	vec := b.vec[:0]
+	h := b.hdr[:]
+	k, closed := 0, false
+	for ; k < len(items) && k < maxBatch && !closed; k++ {
+		it := &items[k]
+		n := putHeader(h, it.op, len(it.data))
+		vec = append(vec, h[:n])
+		h = h[n:]
+		if len(it.data) > 0 {
+			vec = append(vec, it.data)
+		}
+		closed = it.op == OpClose
+	}
+	bufs := net.Buffers(vec)
+	_, err := bufs.WriteTo(c.tcp)
+	clear(b.vec[:len(vec)])
+	return k, closed, err
+}
+
+// coalesceLimit bounds the copy buffer used where writev is not available.
+const coalesceLimit = 32 << 10
+
+// writeCoalesced copies frames into one buffer and writes it once, so that a
+// TLS connection sends one record per burst rather than one per frame. A
+// frame too large for the buffer is written on its own.
+func (c *Conn) writeCoalesced(b *batch, items []item) (int, bool, error) {
+	if b.buf == nil {
+		b.buf = make([]byte, 0, coalesceLimit)
+	}
+	out := b.buf[:0]
+	k, closed := 0, false
+	for ; k < len(items) && !closed; k++ {
+		it := &items[k]
+		size := headerLen(len(it.data)) + len(it.data)
+		if len(out) > 0 && len(out)+size > coalesceLimit {
+			break
+		}
+		var hdr [10]byte
+		n := putHeader(hdr[:], it.op, len(it.data))
+		out = append(out, hdr[:n]...)
+		out = append(out, it.data...)
+		closed = it.op == OpClose
+	}
+	_, err := c.nc.Write(out)
+	if cap(out) > coalesceLimit {
+		b.buf = nil // one oversized frame: do not keep its buffer
+	}
+	return k, closed, err
+}

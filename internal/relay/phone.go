@@ -1,0 +1,140 @@
+package relay
+
+import (
+	"errors"
+	"net/http"
+	"sync/atomic"
+
+	"github.com/pyrycode/pyrycode-relay/internal/bufpool"
+	"github.com/pyrycode/pyrycode-relay/internal/peer"
+	"github.com/pyrycode/pyrycode-relay/internal/registry"
+	"github.com/pyrycode/pyrycode-relay/internal/wire"
+)
+
+// localPhone is a phone connected to this relay.
+type localPhone struct {
+	s      *Server
+	id     string
+	connID string
+	conn   *peer.Conn
+	// binary is the binary this phone was paired with when it registered
+	// (nil when it joined during a grace period). Every change of binary
+	// evicts all phones, so it never changes. Reader goroutine only.
+	binary Binary
+	// silent means the binary must not get a close notice: it asked for the
+	// close, or the phone was evicted because the id changed hands.
+	silent atomic.Bool
+}
+
+var _ Phone = (*localPhone)(nil)
+
+func (p *localPhone) Deliver(buf *bufpool.Buf, frame []byte) {
+	switch err := p.conn.Send(buf, frame); {
+	case err == nil:
+	case errors.Is(err, peer.ErrQueueFull):
+		buf.Release()
+		if p.conn.Close(peer.Close(wire.CloseBacklog), false) {
+			p.s.stats.BacklogCloses.Add(1)
+			p.s.log.Info("phone_backlog_full", "server_id", p.id, "conn_id", p.connID)
+		}
+	default:
+		buf.Release()
+	}
+}
+
+func (p *localPhone) CloseDirective(buf *bufpool.Buf, frame []byte, code int) {
+	p.silent.Store(true)
+	if frame != nil {
+		p.Deliver(buf, frame)
+	}
+	p.conn.Close(peer.Close{Code: code}, true)
+}
+
+func (p *localPhone) Evict(cl peer.Close) {
+	p.silent.Store(true)
+	p.conn.Close(cl, false)
+}
+
+// servePhone is /v1/client: a phone asking for a server-id.
+func (s *Server) servePhone(w http.ResponseWriter, r *http.Request) {
+	id := r.Header.Get(wire.HeaderServer)
+	if id == "" || r.Header.Get(wire.HeaderToken) == "" || r.Header.Get("User-Agent") == "" ||
+		!wire.ValidServerID(id) {
+		w.WriteHeader(http.StatusBadRequest)
+		return
+	}
+	c := s.upgrade(w, r, &s.phoneOpt)
+	if c == nil {
+		return
+	}
+	p := &localPhone{s: s, id: id, connID: s.ids.next(), conn: c}
+	go s.runPhone(p)
+}
+
+// runPhone owns a phone connection from registration to its close notice.
+func (s *Server) runPhone(p *localPhone) {
+	defer s.forget(p.conn)
+	holder, err := s.dir.AddPhone(p.id, p.connID, p, s.cfg.MaxPhones)
+	if err != nil {
+		cl := wire.CloseNoServer
+		if errors.Is(err, registry.ErrTooManyPhones) {
+			cl = wire.CloseTooManyPhones
+		}
+		s.log.Debug("phone_refused", "server_id", p.id, "code", cl.Code)
+		p.conn.Close(peer.Close(cl), false)
+		p.conn.Run(p)
+		return
+	}
+	p.binary = holder
+	s.phones.Add(1)
+	s.log.Debug("phone_connected", "server_id", p.id, "conn_id", p.connID, "remote", remoteIP(p.conn))
+	info := p.conn.Run(p)
+	s.phones.Add(-1)
+
+	now, removed := s.dir.RemovePhone(p.id, p.connID, p)
+	notify := removed && !p.silent.Load() && p.binary != nil && now == p.binary
+	s.log.Debug("phone_disconnected", "server_id", p.id, "conn_id", p.connID, "code", info.Code, "notice", notify)
+	if !notify {
+		return
+	}
+	buf := bufpool.Get(len(p.connID) + 40)
+	msg := wire.AppendCloseNotice(buf.B[:0], p.connID, info.Code)
+	if p.binary.Deliver(buf, msg, nil) != nil {
+		buf.Release()
+	}
+}
+
+// HandleMessage forwards one phone frame to the binary, back-pressured.
+func (p *localPhone) HandleMessage(c *peer.Conn, op peer.Opcode, buf *bufpool.Buf, payload []byte) {
+	if op != peer.OpText {
+		buf.Release()
+		c.Close(peer.Close(wire.CloseBinaryOpcode), false)
+		return
+	}
+	if !wire.ValidJSON(payload) {
+		buf.Release()
+		c.Close(peer.Close(wire.CloseInvalidJSON), false)
+		return
+	}
+	if p.binary == nil {
+		// The id is in its grace period: no session to go to.
+		buf.Release()
+		c.Close(peer.Close(wire.CloseNoServer), false)
+		return
+	}
+	head := p.s.phoneOpt.Headroom
+	wire.PutSplicePrefix(buf.B, p.connID)
+	end := head + len(payload)
+	buf.B[end] = '}'
+	err := p.binary.Deliver(buf, buf.B[:end+1], c.Closing())
+	if err == nil {
+		p.s.stats.FramesToBinary.Add(1)
+		p.s.stats.BytesToBinary.Add(int64(len(payload)))
+		return
+	}
+	buf.Release()
+	if errors.Is(err, peer.ErrClosed) {
+		// The binary left while this frame waited: same as the grace case.
+		c.Close(peer.Close(wire.CloseNoServer), false)
+	}
+}

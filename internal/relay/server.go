@@ -1,0 +1,264 @@
+package relay
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pyrycode/pyrycode-relay/internal/peer"
+	"github.com/pyrycode/pyrycode-relay/internal/registry"
+	"github.com/pyrycode/pyrycode-relay/internal/wire"
+)
+
+// Config holds the routing core's limits and timers. Zero fields take the
+// contract's defaults (see WithDefaults).
+type Config struct {
+	Version           string        // reported by /healthz
+	Grace             time.Duration // id kept after its binary leaves (30 s)
+	ProbeTimeout      time.Duration // conflict probe's wait for a pong (10 s)
+	HeartbeatInterval time.Duration // ping period (30 s)
+	HeartbeatTimeout  time.Duration // pong deadline (30 s)
+	MessageTimeout    time.Duration // one message must arrive within (30 s)
+	WriteTimeout      time.Duration // one write must finish within (10 s)
+	CloseWait         time.Duration // wait for the peer's close frame (2 s)
+	MaxFrameBytes     int           // largest message read (256 KiB)
+	MaxPhones         int           // phones per server-id (16)
+	PhoneQueueBytes   int           // per-phone queue budget (4 MiB)
+	BinaryQueueBytes  int           // per-binary queue budget before phones wait (4 MiB)
+	NodeID            string        // embedded in conn_ids when several relays share ids
+}
+
+// WithDefaults returns c with zero fields set to the contract's defaults.
+func (c Config) WithDefaults() Config {
+	dur := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	num := func(n *int, v int) {
+		if *n == 0 {
+			*n = v
+		}
+	}
+	dur(&c.Grace, 30*time.Second)
+	dur(&c.ProbeTimeout, 10*time.Second)
+	dur(&c.HeartbeatInterval, 30*time.Second)
+	dur(&c.HeartbeatTimeout, 30*time.Second)
+	dur(&c.MessageTimeout, 30*time.Second)
+	dur(&c.WriteTimeout, 10*time.Second)
+	dur(&c.CloseWait, 2*time.Second)
+	num(&c.MaxFrameBytes, 256<<10)
+	num(&c.MaxPhones, 16)
+	num(&c.PhoneQueueBytes, 4<<20)
+	num(&c.BinaryQueueBytes, 4<<20)
+	return c
+}
+
+// Server is the relay's routing core. Create it with New; serve Handler;
+// end it with Shutdown.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	dir     Directory
+	ids     *connIDs
+	push    PushSink
+	stats   *Stats
+	started time.Time
+
+	binOpt, phoneOpt peer.Options
+
+	binaries, phones atomic.Int64 // live connections past their handshake
+
+	wg       sync.WaitGroup // one per connection goroutine
+	mu       sync.Mutex
+	conns    map[*peer.Conn]struct{} // every upgraded connection still running
+	draining bool                    // Shutdown has begun: refuse new connections
+}
+
+// Option customises a Server.
+type Option func(*Server)
+
+// WithDirectory replaces the in-memory registry (for a cluster backend).
+func WithDirectory(d Directory) Option { return func(s *Server) { s.dir = d } }
+
+// WithPush sets where validated push wakes go.
+func WithPush(p PushSink) Option { return func(s *Server) { s.push = p } }
+
+// New returns a Server. log may be nil.
+func New(cfg Config, log *slog.Logger, opts ...Option) *Server {
+	cfg = cfg.WithDefaults()
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Server{
+		cfg:     cfg,
+		log:     log,
+		ids:     newConnIDs(cfg.NodeID),
+		stats:   new(Stats),
+		started: time.Now(),
+		conns:   make(map[*peer.Conn]struct{}),
+	}
+	s.dir = registry.New[Binary, Phone]()
+	s.push = dropPush{s.stats}
+	for _, o := range opts {
+		o(s)
+	}
+	base := peer.Options{
+		MaxMessage:           cfg.MaxFrameBytes,
+		HeartbeatInterval:    cfg.HeartbeatInterval,
+		HeartbeatTimeout:     cfg.HeartbeatTimeout,
+		MessageTimeout:       cfg.MessageTimeout,
+		WriteTimeout:         cfg.WriteTimeout,
+		CloseWait:            cfg.CloseWait,
+		CodeAllowed:          wire.WireCloseCodeAllowed,
+		ReasonProtocol:       peer.Close(wire.CloseProtocol),
+		ReasonTooBig:         peer.Close(wire.CloseTooBig),
+		ReasonHeartbeat:      peer.Close(wire.CloseHeartbeat),
+		ReasonMessageTimeout: peer.Close(wire.CloseMessageTimeout),
+	}
+	s.binOpt = base
+	s.binOpt.QueueBytes = cfg.BinaryQueueBytes
+	s.binOpt = s.binOpt.WithDefaults()
+	s.phoneOpt = base
+	s.phoneOpt.QueueBytes = cfg.PhoneQueueBytes
+	s.phoneOpt.Headroom = wire.SplicePrefixLen(s.ids.next())
+	s.phoneOpt.Tailroom = 1
+	s.phoneOpt = s.phoneOpt.WithDefaults()
+	return s
+}
+
+// Stats returns the server's counters.
+func (s *Server) Stats() *Stats { return s.stats }
+
+// Counts returns the live binaries and phones.
+func (s *Server) Counts() (binaries, phones int64) {
+	return s.binaries.Load(), s.phones.Load()
+}
+
+// ServeHTTP routes the relay's endpoints. Paths are matched exactly.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case "/v1/server":
+		s.serveBinary(w, r)
+	case "/v1/client":
+		s.servePhone(w, r)
+	case "/healthz":
+		s.serveHealth(w, r)
+	default:
+		w.WriteHeader(http.StatusNotFound)
+	}
+}
+
+type health struct {
+	Status            string `json:"status"`
+	Version           string `json:"version"`
+	ConnectedBinaries int64  `json:"connected_binaries"`
+	ConnectedPhones   int64  `json:"connected_phones"`
+	UptimeSeconds     int64  `json:"uptime_seconds"`
+}
+
+func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		w.WriteHeader(http.StatusMethodNotAllowed)
+		return
+	}
+	b, p := s.Counts()
+	body, _ := json.Marshal(health{
+		Status:            "ok",
+		Version:           s.cfg.Version,
+		ConnectedBinaries: b,
+		ConnectedPhones:   p,
+		UptimeSeconds:     int64(time.Since(s.started) / time.Second),
+	})
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	w.Write(body)
+}
+
+// upgrade answers the opening handshake and starts tracking the
+// connection. It returns nil when the request was answered with an error.
+func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, opt *peer.Options) *peer.Conn {
+	s.mu.Lock()
+	draining := s.draining
+	s.mu.Unlock()
+	if draining {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return nil
+	}
+	nc, pending, err := peer.Upgrade(w, r, s.cfg.WriteTimeout)
+	if err != nil {
+		s.log.Debug("upgrade_failed", "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
+		return nil
+	}
+	c := peer.New(nc, pending, opt)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining {
+		nc.Close()
+		return nil
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	return c
+}
+
+// forget stops tracking c once its goroutine is done with it.
+func (s *Server) forget(c *peer.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+// Shutdown stops accepting connections, closes every connection with 1001
+// "shutting down" after what is already queued for it, and waits for them
+// to finish until ctx ends; then it drops whatever is left. The caller
+// should stop its HTTP listeners first.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.draining = true
+	conns := make([]*peer.Conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.Close(peer.Close(wire.CloseShuttingDown), true)
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	for c := range s.conns {
+		c.Abort(peer.Close(wire.CloseShuttingDown))
+	}
+	s.mu.Unlock()
+	<-done // every socket is closed now, so every goroutine ends promptly
+	return ctx.Err()
+}
+
+func (s *Server) isDraining() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.draining
+}
+
+// remoteIP is the peer's IP for logs.
+func remoteIP(c *peer.Conn) string {
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return a.IP.String()
+	}
+	return c.RemoteAddr().String()
+}
