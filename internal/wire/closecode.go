@@ -21,8 +21,8 @@ const replacementCloseCode = 1011
 
 // Close is a close code together with the reason text the relay sends.
 type Close struct {
-	Code   int
-	Reason string
+	Code   int    // close code, always one WireCloseCodeAllowed accepts
+	Reason string // reason text; empty for none
 }
 
 // The close codes and reasons the relay uses. This is the only place they
