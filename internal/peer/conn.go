@@ -5,6 +5,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/pyrycode/pyrycode-relay/internal/bufpool"
@@ -106,7 +107,11 @@ type Conn struct {
 	chunk    *bufpool.Buf // buffered input; nil while idle
 	r, w     int          // unread input is chunk.B[r:w]
 	deadline bool         // a message deadline is armed
-	peek     [32]byte     // idle reads land here so idle costs no buffer
+	peek     [32]byte     // idle reads land here so idle costs no buffer (non-TCP)
+	raw      syscall.RawConn
+	rawRead  func(fd uintptr) bool // reads into a chunk taken only once data is there
+	rawN     int
+	rawErr   error
 
 	closing atomic.Bool // our close frame went out: read deadline belongs to the close wait
 
@@ -137,6 +142,12 @@ type Conn struct {
 func New(nc net.Conn, pending []byte, opt *Options) *Conn {
 	c := &Conn{nc: nc, opt: opt, pend: pending, done: make(chan struct{})}
 	c.tcp, _ = nc.(*net.TCPConn)
+	if c.tcp != nil {
+		if raw, err := c.tcp.SyscallConn(); err == nil {
+			c.raw = raw
+			c.rawRead = c.readReady
+		}
+	}
 	return c
 }
 
@@ -315,7 +326,7 @@ func (c *Conn) pushLocked(it item) {
 	c.q = append(c.q, it)
 	if !c.writing {
 		c.writing = true
-		go c.writeLoop()
+		startWriter(c)
 	}
 }
 

@@ -2,7 +2,9 @@ package peer
 
 import (
 	"errors"
+	"io"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/pyrycode/pyrycode-relay/internal/bufpool"
@@ -137,6 +139,9 @@ func (c *Conn) consume(n int) {
 // (liveness is the heartbeat's job) and any old deadline is cleared.
 func (c *Conn) fill(midMessage bool) error {
 	c.armDeadline(midMessage)
+	if c.chunk == nil && c.raw != nil {
+		return c.fillRaw()
+	}
 	if c.chunk == nil {
 		n, err := c.nc.Read(c.peek[:])
 		if n > 0 {
@@ -156,6 +161,51 @@ func (c *Conn) fill(midMessage bool) error {
 		return nil
 	}
 	return err
+}
+
+// fillRaw waits for input on a TCP socket holding no buffer, then reads
+// whatever has arrived into a fresh chunk with one system call.
+func (c *Conn) fillRaw() error {
+	c.rawN, c.rawErr = 0, nil
+	if err := c.raw.Read(c.rawRead); err != nil {
+		return err
+	}
+	if c.rawErr != nil {
+		return c.rawErr
+	}
+	if c.rawN == 0 {
+		return io.EOF
+	}
+	c.r, c.w = 0, c.rawN
+	return nil
+}
+
+// readReady is the RawConn callback of fillRaw. It reports false (wait for
+// readiness) when nothing is there, giving the chunk back meanwhile.
+func (c *Conn) readReady(fd uintptr) bool {
+	if c.chunk == nil {
+		c.chunk = bufpool.Get(chunkSize)
+	}
+	for {
+		n, err := syscall.Read(int(fd), c.chunk.B[:chunkSize])
+		switch err {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			c.chunk.Release()
+			c.chunk = nil
+			return false
+		case nil:
+			c.rawN = n
+		default:
+			c.rawErr = err
+		}
+		if n <= 0 {
+			c.chunk.Release()
+			c.chunk = nil
+		}
+		return true
+	}
 }
 
 // readDirect reads payload bytes straight into p (the chunk is empty).

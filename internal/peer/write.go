@@ -13,12 +13,47 @@ const maxBatch = 64
 
 // batch is the writer's scratch space: frame headers and the iovec list.
 type batch struct {
-	hdr [maxBatch * 10]byte
-	vec [2 * maxBatch][]byte
-	buf []byte // coalescing buffer for connections without writev (TLS)
+	hdr  [maxBatch * 10]byte
+	vec  [2 * maxBatch][]byte
+	bufs net.Buffers // points into vec; a field so WriteTo does not allocate
+	buf  []byte      // coalescing buffer for connections without writev (TLS)
 }
 
 var batchPool = sync.Pool{New: func() any { return new(batch) }}
+
+// Writer goroutines are pooled: a connection with something to write hands
+// itself to an idle writer, so a burst costs a channel hand-off instead of a
+// goroutine start (which allocates). Writers idle for writerIdle exit, so an
+// idle relay holds no writer goroutines and the pool follows the load.
+var idleWriters = make(chan *Conn)
+
+const writerIdle = 5 * time.Second
+
+func startWriter(c *Conn) {
+	select {
+	case idleWriters <- c:
+	default:
+		go writerWorker(c)
+	}
+}
+
+func writerWorker(c *Conn) {
+	var idle *time.Timer
+	for {
+		c.writeLoop()
+		if idle == nil {
+			idle = time.NewTimer(writerIdle)
+		} else {
+			idle.Reset(writerIdle)
+		}
+		select {
+		case c = <-idleWriters:
+			idle.Stop()
+		case <-idle.C:
+			return
+		}
+	}
+}
 
 // sendControl queues a control frame (ping, pong). payload is copied. Control
 // frames are not counted against the byte budget.
@@ -72,8 +107,12 @@ func (c *Conn) writeLoop() {
 
 		c.mu.Lock()
 		c.queued -= n
-		if cap(items) <= 256 {
-			c.spare = items[:0]
+		if cap(items) <= 256 { // keep the slice for the next burst, unless a flood grew it
+			if len(c.q) == 0 {
+				c.q = items[:0]
+			} else {
+				c.spare = items[:0]
+			}
 		}
 		if c.queued < c.opt.QueueBytes {
 			c.wakeSpaceLocked()
@@ -136,8 +175,9 @@ func (c *Conn) writeVec(b *batch, items []item) (int, bool, error) {
 		}
 		closed = it.op == OpClose
 	}
-	bufs := net.Buffers(vec)
-	_, err := bufs.WriteTo(c.tcp)
+	b.bufs = vec
+	_, err := b.bufs.WriteTo(c.tcp)
+	b.bufs = nil
 	clear(b.vec[:len(vec)])
 	return k, closed, err
 }

@@ -18,7 +18,10 @@ import (
 // The tests drive the relay over real sockets on 127.0.0.1 with gorilla's
 // client, an implementation independent of the relay's own codec.
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	// Idle pooled writers park in writerWorker's select until they time out.
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/pyrycode/pyrycode-relay/internal/peer.writerWorker"))
+}
 
 // testRelay is a relay served on a loopback listener.
 type testRelay struct {
