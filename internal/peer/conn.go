@@ -106,7 +106,8 @@ type Conn struct {
 	pend     []byte       // bytes read with the handshake, consumed first
 	chunk    *bufpool.Buf // buffered input; nil while idle
 	r, w     int          // unread input is chunk.B[r:w]
-	deadline bool         // a message deadline is armed
+	deadline bool         // a message deadline is set on the socket
+	msgTimed bool         // ... and it was set for the message now arriving
 	peek     [32]byte     // idle reads land here so idle costs no buffer (non-TCP)
 	raw      syscall.RawConn
 	rawRead  func(fd uintptr) bool // reads into a chunk taken only once data is there

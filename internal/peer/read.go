@@ -67,6 +67,9 @@ func (c *Conn) readLoop(h Handler) (flush bool) {
 				}
 				return c.peerClosed(code)
 			}
+			if !inMsg {
+				c.messageDone()
+			}
 			continue
 		}
 
@@ -108,6 +111,7 @@ func (c *Conn) readLoop(h Handler) (flush bool) {
 			continue
 		}
 		inMsg = false
+		c.messageDone()
 		if c.Open() {
 			m := msg
 			msg = nil
@@ -139,6 +143,11 @@ func (c *Conn) consume(n int) {
 // (liveness is the heartbeat's job) and any old deadline is cleared.
 func (c *Conn) fill(midMessage bool) error {
 	c.armDeadline(midMessage)
+	if c.chunk != nil && c.r == c.w {
+		// Drained: wait without holding a buffer.
+		c.chunk.Release()
+		c.chunk, c.r, c.w = nil, 0, 0
+	}
 	if c.chunk == nil && c.raw != nil {
 		return c.fillRaw()
 	}
@@ -214,22 +223,32 @@ func (c *Conn) readDirect(p []byte) (int, error) {
 	return c.nc.Read(p)
 }
 
-// armDeadline sets or clears the message-completion read deadline. Once our
-// close frame is out the deadline belongs to the close wait and is left alone.
+// armDeadline sets or clears the message-completion read deadline. The
+// deadline is set when the reader first has to wait for more of a message,
+// and it is set afresh for every message: time the reader spent in the
+// handler (for example waiting on a slow binary) is not charged to the
+// peer. Once our close frame is out the deadline belongs to the close wait
+// and is left alone.
 func (c *Conn) armDeadline(midMessage bool) {
-	if midMessage == c.deadline || c.closing.Load() {
+	if c.closing.Load() {
 		return
 	}
 	var t time.Time
-	if midMessage {
+	switch {
+	case midMessage && c.msgTimed, !midMessage && !c.deadline:
+		return
+	case midMessage:
 		t = time.Now().Add(c.opt.MessageTimeout)
 	}
 	_ = c.nc.SetReadDeadline(t)
-	c.deadline = midMessage
+	c.deadline, c.msgTimed = midMessage, midMessage
 	if c.closing.Load() { // the writer set the close wait meanwhile: keep it
 		_ = c.nc.SetReadDeadline(time.Now().Add(c.opt.CloseWait))
 	}
 }
+
+// messageDone marks the end of a message: the next one gets its own deadline.
+func (c *Conn) messageDone() { c.msgTimed = false }
 
 // readFailed ends the read loop after a read error.
 func (c *Conn) readFailed(err error) bool {

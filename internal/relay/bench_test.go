@@ -91,7 +91,19 @@ func BenchmarkIdleConnections(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		bc.br, pc.br, bc.buf, pc.buf = nil, nil, nil, nil // idle clients keep no buffers
+		// One large frame each way first, so the relay's read and write paths
+		// have run (and must have let go of their buffers) before idling.
+		waitFor(b, func() bool { _, n := tr.srv.Counts(); return n == int64(i+1) })
+		if err := pc.write(idleFrame); err != nil {
+			b.Fatal(err)
+		}
+		if _, env, err := bc.read(); err != nil || bc.write(env) != nil {
+			b.Fatal("binary side failed", err)
+		}
+		if _, _, err := pc.read(); err != nil {
+			b.Fatal(err)
+		}
+		bc.br, pc.br, bc.buf, pc.buf, bc.out, pc.out = nil, nil, nil, nil, nil, nil // idle clients keep no buffers
 		clients = append(clients, bc, pc)
 	}
 	waitFor(b, func() bool { _, n := tr.srv.Counts(); return n == pairs })
@@ -109,6 +121,8 @@ func BenchmarkIdleConnections(b *testing.B) {
 		c.close()
 	}
 }
+
+var idleFrame = []byte(`{"v":2,"type":"noise_msg","data":"` + strings.Repeat("i", 6000) + `"}`)
 
 type benchRelay struct {
 	srv  *Server
