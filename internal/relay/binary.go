@@ -100,10 +100,14 @@ func (s *Server) claim(b *localBinary) bool {
 // expireGrace returns the callback for an id whose grace period ran out.
 func (s *Server) expireGrace(id string) func([]Phone) {
 	return func(phones []Phone) {
-		if !s.isDraining() {
-			s.stats.GraceExpired.Add(1)
-			s.log.Info("grace_expired", "server_id", id, "phones", len(phones))
+		if s.isDraining() {
+			// Shutdown releases ids at once; their phones are closing (or
+			// about to be) for the same reason.
+			evict(phones, peer.Close(wire.CloseShuttingDown))
+			return
 		}
+		s.stats.GraceExpired.Add(1)
+		s.log.Info("grace_expired", "server_id", id, "phones", len(phones))
 		evict(phones, peer.Close(wire.CloseNormal))
 	}
 }

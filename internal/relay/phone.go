@@ -89,9 +89,8 @@ func (s *Server) runPhone(p *localPhone) {
 	s.phones.Add(1)
 	s.log.Debug("phone_connected", "server_id", p.id, "conn_id", p.connID, "remote", remoteIP(p.conn))
 	info := p.conn.Run(p)
-	s.phones.Add(-1)
-
 	now, removed := s.dir.RemovePhone(p.id, p.connID, p)
+	s.phones.Add(-1)
 	notify := removed && !p.silent.Load() && p.binary != nil && now == p.binary
 	s.log.Debug("phone_disconnected", "server_id", p.id, "conn_id", p.connID, "code", info.Code, "notice", notify)
 	if !notify {
