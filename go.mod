@@ -3,6 +3,7 @@ module github.com/pyrycode/pyrycode-relay
 go 1.26.0
 
 require (
+	github.com/coder/websocket v1.8.14
 	github.com/gorilla/websocket v1.5.3
 	go.uber.org/goleak v1.3.0
 	golang.org/x/crypto v0.59.0
