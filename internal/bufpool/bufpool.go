@@ -26,7 +26,8 @@ const (
 // length; callers slice it as they need.
 type Buf struct {
 	B     []byte
-	class int8 // index into pools, or -1 when not pooled
+	Stamp int64 // when the message in B arrived (unix nanoseconds); 0 if unknown
+	class int8  // index into pools, or -1 when not pooled
 }
 
 var pools [classes]sync.Pool
@@ -58,7 +59,9 @@ func Get(n int) *Buf {
 	if c < 0 {
 		return &Buf{B: make([]byte, n), class: -1}
 	}
-	return pools[c].Get().(*Buf)
+	b := pools[c].Get().(*Buf)
+	b.Stamp = 0
+	return b
 }
 
 // Grow returns a buffer of at least n bytes holding a copy of b.B[:keep],
@@ -68,6 +71,7 @@ func Grow(b *Buf, keep, n int) *Buf {
 		return b
 	}
 	nb := Get(n)
+	nb.Stamp = b.Stamp
 	copy(nb.B, b.B[:keep])
 	b.Release()
 	return nb

@@ -33,6 +33,14 @@ type Options struct {
 	// CodeAllowed reports whether a close code may appear on the wire; a close
 	// frame from the peer with another code is a protocol error. Required.
 	CodeAllowed func(int) bool
+	// QueueGauge, when set, is kept equal to the sum of the queued data
+	// bytes of every connection sharing it.
+	QueueGauge *atomic.Int64
+	// StampReads records each message's arrival time in its Buf.Stamp.
+	StampReads bool
+	// OnWritten, when set, is called by the writer for every data frame
+	// written whose buffer carries a Stamp.
+	OnWritten func(stamp int64)
 	// Reasons used when the connection closes itself.
 	ReasonProtocol, ReasonTooBig, ReasonHeartbeat, ReasonMessageTimeout Close
 }
@@ -249,7 +257,7 @@ func (c *Conn) Send(buf *bufpool.Buf, data []byte) error {
 	if c.queued+len(data) > c.opt.QueueBytes {
 		return ErrQueueFull
 	}
-	c.queued += len(data)
+	c.addQueuedLocked(len(data))
 	c.pushLocked(item{op: OpText, data: data, buf: buf})
 	return nil
 }
@@ -266,7 +274,7 @@ func (c *Conn) SendWait(buf *bufpool.Buf, data []byte, cancel <-chan struct{}) e
 			return ErrClosed
 		}
 		if c.queued < c.opt.QueueBytes {
-			c.queued += len(data)
+			c.addQueuedLocked(len(data))
 			c.pushLocked(item{op: OpText, data: data, buf: buf})
 			c.mu.Unlock()
 			return nil
@@ -309,11 +317,21 @@ func (c *Conn) Probe(timeout time.Duration) bool {
 	}
 }
 
+// Options returns the options the connection was made with.
+func (c *Conn) Options() *Options { return c.opt }
+
 // QueuedBytes returns the data bytes waiting to be written.
 func (c *Conn) QueuedBytes() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.queued
+}
+
+func (c *Conn) addQueuedLocked(n int) {
+	c.queued += n
+	if g := c.opt.QueueGauge; g != nil {
+		g.Add(int64(n))
+	}
 }
 
 func (c *Conn) setInfoLocked(ci CloseInfo) {
@@ -337,7 +355,7 @@ func (c *Conn) dropDataLocked() {
 	kept := c.q[:0]
 	for _, it := range c.q {
 		if it.op == OpText {
-			c.queued -= len(it.data)
+			c.addQueuedLocked(-len(it.data))
 			it.buf.Release()
 			continue
 		}

@@ -115,6 +115,9 @@ func (c *Conn) readLoop(h Handler) (flush bool) {
 		if c.Open() {
 			m := msg
 			msg = nil
+			if c.opt.StampReads {
+				m.Stamp = time.Now().UnixNano()
+			}
 			h.HandleMessage(c, msgOp, m, m.B[headroom:headroom+msgLen])
 		}
 	}

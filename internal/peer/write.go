@@ -98,15 +98,19 @@ func (c *Conn) writeLoop() {
 		}
 		n := 0
 		for i := range items {
-			if items[i].op == OpText {
-				n += len(items[i].data)
+			it := &items[i]
+			if it.op == OpText {
+				n += len(it.data)
+				if c.opt.OnWritten != nil && err == nil && !failed && it.buf != nil && it.buf.Stamp != 0 {
+					c.opt.OnWritten(it.buf.Stamp)
+				}
 			}
-			items[i].buf.Release()
+			it.buf.Release()
 		}
 		clear(items)
 
 		c.mu.Lock()
-		c.queued -= n
+		c.addQueuedLocked(-n)
 		if cap(items) <= 256 { // keep the slice for the next burst, unless a flood grew it
 			if len(c.q) == 0 {
 				c.q = items[:0]

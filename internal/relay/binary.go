@@ -30,12 +30,15 @@ func (b *localBinary) Evict(cl peer.Close) { b.conn.Close(cl, false) }
 // serveBinary is /v1/server: the pyry daemon claiming its server-id.
 func (s *Server) serveBinary(w http.ResponseWriter, r *http.Request) {
 	id := r.Header.Get(wire.HeaderServer)
-	if id == "" || r.Header.Get(wire.HeaderVersion) == "" || r.Header.Get("User-Agent") == "" ||
-		!wire.ValidServerID(id) {
-		w.WriteHeader(http.StatusBadRequest)
+	switch {
+	case id == "" || r.Header.Get(wire.HeaderVersion) == "" || r.Header.Get("User-Agent") == "":
+		s.refuse(w, EndpointServer, OutcomeBadHeaders)
+		return
+	case !wire.ValidServerID(id):
+		s.refuse(w, EndpointServer, OutcomeBadID)
 		return
 	}
-	c := s.upgrade(w, r, &s.binOpt)
+	c := s.upgrade(w, r, EndpointServer, &s.binOpt)
 	if c == nil {
 		return
 	}
@@ -48,15 +51,18 @@ func (s *Server) runBinary(b *localBinary) {
 	defer s.forget(b.conn)
 	log := s.log.With("server_id", b.id, "remote", remoteIP(b.conn))
 	if !s.claim(b) {
+		s.stats.Upgrade(EndpointServer, OutcomeConflict)
 		log.Info("binary_refused", "code", wire.CloseClaimed.Code)
 		b.conn.Close(peer.Close(wire.CloseClaimed), false)
-		b.conn.Run(b)
+		s.stats.closed(RoleBinary, b.conn.Run(b).Code)
 		return
 	}
+	s.stats.Upgrade(EndpointServer, OutcomeAccepted)
 	s.binaries.Add(1)
 	log.Info("binary_connected")
 	info := b.conn.Run(b)
 	s.binaries.Add(-1)
+	s.stats.closed(RoleBinary, info.Code)
 	grace := s.cfg.Grace
 	if s.isDraining() {
 		grace = 0

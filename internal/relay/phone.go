@@ -31,6 +31,9 @@ var _ Phone = (*localPhone)(nil)
 func (p *localPhone) Deliver(buf *bufpool.Buf, frame []byte) {
 	switch err := p.conn.Send(buf, frame); {
 	case err == nil:
+		if max := p.s.cfg.MaxQueuedBytes; max > 0 && p.s.stats.QueuedBytes.Load() > max {
+			p.s.shedLargestBacklog()
+		}
 	case errors.Is(err, peer.ErrQueueFull):
 		buf.Release()
 		if p.conn.Close(peer.Close(wire.CloseBacklog), false) {
@@ -58,12 +61,15 @@ func (p *localPhone) Evict(cl peer.Close) {
 // servePhone is /v1/client: a phone asking for a server-id.
 func (s *Server) servePhone(w http.ResponseWriter, r *http.Request) {
 	id := r.Header.Get(wire.HeaderServer)
-	if id == "" || r.Header.Get(wire.HeaderToken) == "" || r.Header.Get("User-Agent") == "" ||
-		!wire.ValidServerID(id) {
-		w.WriteHeader(http.StatusBadRequest)
+	switch {
+	case id == "" || r.Header.Get(wire.HeaderToken) == "" || r.Header.Get("User-Agent") == "":
+		s.refuse(w, EndpointClient, OutcomeBadHeaders)
+		return
+	case !wire.ValidServerID(id):
+		s.refuse(w, EndpointClient, OutcomeBadID)
 		return
 	}
-	c := s.upgrade(w, r, &s.phoneOpt)
+	c := s.upgrade(w, r, EndpointClient, &s.phoneOpt)
 	if c == nil {
 		return
 	}
@@ -76,21 +82,24 @@ func (s *Server) runPhone(p *localPhone) {
 	defer s.forget(p.conn)
 	holder, err := s.dir.AddPhone(p.id, p.connID, p, s.cfg.MaxPhones)
 	if err != nil {
-		cl := wire.CloseNoServer
+		cl, o := wire.CloseNoServer, OutcomeNoServer
 		if errors.Is(err, registry.ErrTooManyPhones) {
-			cl = wire.CloseTooManyPhones
+			cl, o = wire.CloseTooManyPhones, OutcomeTooManyPhones
 		}
+		s.stats.Upgrade(EndpointClient, o)
 		s.log.Debug("phone_refused", "server_id", p.id, "code", cl.Code)
 		p.conn.Close(peer.Close(cl), false)
-		p.conn.Run(p)
+		s.stats.closed(RolePhone, p.conn.Run(p).Code)
 		return
 	}
+	s.stats.Upgrade(EndpointClient, OutcomeAccepted)
 	p.binary = holder
 	s.phones.Add(1)
 	s.log.Debug("phone_connected", "server_id", p.id, "conn_id", p.connID, "remote", remoteIP(p.conn))
 	info := p.conn.Run(p)
 	now, removed := s.dir.RemovePhone(p.id, p.connID, p)
 	s.phones.Add(-1)
+	s.stats.closed(RolePhone, info.Code)
 	notify := removed && !p.silent.Load() && p.binary != nil && now == p.binary
 	s.log.Debug("phone_disconnected", "server_id", p.id, "conn_id", p.connID, "code", info.Code, "notice", notify)
 	if !notify {

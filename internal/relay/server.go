@@ -31,6 +31,10 @@ type Config struct {
 	PhoneQueueBytes   int           // per-phone queue budget (4 MiB)
 	BinaryQueueBytes  int           // per-binary queue budget before phones wait (4 MiB)
 	NodeID            string        // embedded in conn_ids when several relays share ids
+	// MaxQueuedBytes bounds the bytes queued for all phones together; when
+	// it is exceeded the phone with the largest backlog is closed
+	// ("phone backlog full"). Zero means no global bound.
+	MaxQueuedBytes int64
 }
 
 // WithDefaults returns c with zero fields set to the contract's defaults.
@@ -73,6 +77,7 @@ type Server struct {
 	binOpt, phoneOpt peer.Options
 
 	binaries, phones atomic.Int64 // live connections past their handshake
+	shedding         atomic.Bool  // a goroutine is enforcing MaxQueuedBytes
 
 	wg       sync.WaitGroup // one per connection goroutine
 	mu       sync.Mutex
@@ -85,6 +90,12 @@ type Option func(*Server)
 
 // WithDirectory replaces the in-memory registry (for a cluster backend).
 func WithDirectory(d Directory) Option { return func(s *Server) { s.dir = d } }
+
+// WithForwardObserver receives, for every frame written, the seconds from
+// its arrival to the end of its write (the histogram of the metrics).
+func WithForwardObserver(f func(seconds float64)) Option {
+	return func(s *Server) { s.stats.forward = f }
+}
 
 // WithPush sets where validated push wakes go.
 func WithPush(p PushSink) Option { return func(s *Server) { s.push = p } }
@@ -121,11 +132,16 @@ func New(cfg Config, log *slog.Logger, opts ...Option) *Server {
 		ReasonHeartbeat:      peer.Close(wire.CloseHeartbeat),
 		ReasonMessageTimeout: peer.Close(wire.CloseMessageTimeout),
 	}
+	if s.stats.forward != nil {
+		base.StampReads = true
+		base.OnWritten = s.stats.observeForward
+	}
 	s.binOpt = base
 	s.binOpt.QueueBytes = cfg.BinaryQueueBytes
 	s.binOpt = s.binOpt.WithDefaults()
 	s.phoneOpt = base
 	s.phoneOpt.QueueBytes = cfg.PhoneQueueBytes
+	s.phoneOpt.QueueGauge = &s.stats.QueuedBytes
 	s.phoneOpt.Headroom = wire.SplicePrefixLen(s.ids.next())
 	s.phoneOpt.Tailroom = 1
 	s.phoneOpt = s.phoneOpt.WithDefaults()
@@ -184,14 +200,16 @@ func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
 }
 
 // upgrade answers the opening handshake and starts tracking the
-// connection. It returns nil when the request was answered with an error.
-func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, opt *peer.Options) *peer.Conn {
-	s.mu.Lock()
-	draining := s.draining
-	s.mu.Unlock()
-	if draining {
+// connection. It returns nil, having answered and counted the request,
+// when the request cannot be upgraded.
+func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, ep Endpoint, opt *peer.Options) *peer.Conn {
+	if s.isDraining() {
+		s.stats.Upgrade(ep, OutcomeDraining)
 		w.WriteHeader(http.StatusServiceUnavailable)
 		return nil
+	}
+	if !peer.CheckUpgrade(r) {
+		s.stats.Upgrade(ep, OutcomeNotWebSocket)
 	}
 	nc, pending, err := peer.Upgrade(w, r, s.cfg.WriteTimeout)
 	if err != nil {
@@ -202,12 +220,19 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, opt *peer.Optio
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.draining {
+		s.stats.Upgrade(ep, OutcomeDraining)
 		nc.Close()
 		return nil
 	}
 	s.conns[c] = struct{}{}
 	s.wg.Add(1)
 	return c
+}
+
+// refuse answers a request that fails the header gate: 400, empty body.
+func (s *Server) refuse(w http.ResponseWriter, ep Endpoint, o Outcome) {
+	s.stats.Upgrade(ep, o)
+	w.WriteHeader(http.StatusBadRequest)
 }
 
 // forget stops tracking c once its goroutine is done with it.
