@@ -145,11 +145,11 @@ func (c *FileCert) refresh() {
 	}
 	c.hasLoggedFailure = false
 	c.current.Store(&servedPair{cert: cert, stamp: stamp})
-	attrs := []any{"cert_file", c.certFile, "key_file", c.keyFile}
+	var notAfter time.Time
 	if cert.Leaf != nil { // nil only under GODEBUG=x509keypairleaf=0
-		attrs = append(attrs, "not_after", cert.Leaf.NotAfter)
+		notAfter = cert.Leaf.NotAfter
 	}
-	c.log.Info("tls_reloaded", attrs...)
+	c.log.Info("tls_reloaded", "cert_file", c.certFile, "key_file", c.keyFile, "not_after", notAfter)
 }
 
 // stat takes the state of both files. It must run before load: a change that
