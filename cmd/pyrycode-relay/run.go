@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
@@ -34,8 +35,7 @@ type listening func(role string, addr net.Addr)
 // run is the whole program: parse, validate, listen, serve until ctx ends,
 // then drain. It returns the process exit status.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, ready listening) int {
-	_ = getenv // no environment variables are read yet; see internal/config
-	cfg, err := config.Parse(args, stderr)
+	cfg, err := config.Parse(args, config.Env{Getenv: getenv, Euid: os.Geteuid()}, stderr)
 	if errors.Is(err, config.ErrHelp) {
 		return exitOK
 	}

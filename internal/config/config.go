@@ -3,8 +3,9 @@
 // one-line error, so the program can exit with status 2 before it listens
 // on anything.
 //
-// The relay reads no environment variables yet; when secrets arrive (push
-// credentials) they are read here and nowhere else.
+// Environment variables are read here and nowhere else; Environment lists
+// every one of them. Flags carry everything an operator tunes; the
+// environment carries only secrets and deployment switches.
 package config
 
 import (
@@ -14,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"time"
 )
@@ -47,9 +49,61 @@ type Config struct {
 	MaxPhones         int           // phones per server-id (16)
 	PhoneQueueBytes   int           // per-phone queue budget (4194304)
 
+	MetricsListen string // Prometheus and status page listener ("127.0.0.1:9090"); empty disables
+	MetricsPublic bool   // allow a metrics address that is not loopback
+
+	UpgradeRate    float64        // per-IP upgrades per second (0.2)
+	UpgradeBurst   int            // per-IP upgrade burst (20)
+	MaxConnsPerIP  int            // live connections per client IP (256)
+	MaxConns       int            // live connections in all (100000)
+	MaxQueuedBytes int64          // bytes queued for all phones together (1 GiB)
+	TrustedProxies []netip.Prefix // peers whose X-Forwarded-For / PROXY header is believed (none)
+	ProxyProtocol  bool           // accept PROXY protocol v1/v2 from trusted proxies
+
+	FCMCredentials  []byte        // service-account JSON, from PYRYCODE_RELAY_FCM_CREDENTIALS; nil = FCM off
+	FCMProject      string        // overrides the key's project_id
+	FCMBaseURL      string        // FCM API base ("https://fcm.googleapis.com")
+	APNsKey         []byte        // .p8 PEM, from PYRYCODE_RELAY_APNS_KEY; nil = APNs off
+	APNsKeyID       string        // key id of APNsKey
+	APNsTeamID      string        // Apple team id
+	APNsTopic       string        // the app's bundle id
+	APNsBaseURL     string        // APNs base ("https://api.push.apple.com")
+	PushBurst       int           // wakes per server-id in a burst (6)
+	PushRefill      time.Duration // one more wake per server-id every (10s)
+	PushMaxInFlight int           // push sends in flight relay-wide (32)
+
+	Production bool // PYRYCODE_RELAY_PRODUCTION=1: refuse risky set-ups
+
 	LogLevel    slog.Level // "info"
 	LogFormat   string     // "json" or "text" ("json")
 	ShowVersion bool       // print the version and exit
+}
+
+// EnvVar describes one environment variable the relay reads.
+type EnvVar struct {
+	Name   string
+	Secret bool // its value is never echoed, logged or printed
+	Doc    string
+}
+
+// Environment variable names.
+const (
+	EnvProduction     = "PYRYCODE_RELAY_PRODUCTION"
+	EnvFCMCredentials = "PYRYCODE_RELAY_FCM_CREDENTIALS"
+	EnvAPNsKey        = "PYRYCODE_RELAY_APNS_KEY"
+)
+
+// Environment is every environment variable the relay reads.
+var Environment = []EnvVar{
+	{EnvProduction, false, "1 turns on production checks: no --insecure-listen without --trusted-proxies, never as root"},
+	{EnvFCMCredentials, true, "Google service-account key (JSON) for FCM push wakes; unset turns FCM off"},
+	{EnvAPNsKey, true, "APNs auth key (.p8, PEM) for iOS push wakes; unset turns APNs off"},
+}
+
+// Env is what Parse needs from the process besides its arguments.
+type Env struct {
+	Getenv func(string) string
+	Euid   int // effective user id (0 is root)
 }
 
 // Default returns the contract's defaults.
@@ -69,6 +123,17 @@ func Default() Config {
 		MaxFrameBytes:     256 << 10,
 		MaxPhones:         16,
 		PhoneQueueBytes:   4 << 20,
+		MetricsListen:     "127.0.0.1:9090",
+		UpgradeRate:       0.2,
+		UpgradeBurst:      20,
+		MaxConnsPerIP:     256,
+		MaxConns:          100000,
+		MaxQueuedBytes:    1 << 30,
+		FCMBaseURL:        "https://fcm.googleapis.com",
+		APNsBaseURL:       "https://api.push.apple.com",
+		PushBurst:         6,
+		PushRefill:        10 * time.Second,
+		PushMaxInFlight:   32,
 		LogLevel:          slog.LevelInfo,
 		LogFormat:         "json",
 	}
@@ -77,9 +142,9 @@ func Default() Config {
 // maxFrameLimit caps --max-frame-bytes: one message is held in memory whole.
 const maxFrameLimit = 64 << 20
 
-// Parse reads args (without the program name) on top of Default and
-// validates the result. Usage and flag errors go to out.
-func Parse(args []string, out io.Writer) (Config, error) {
+// Parse reads args (without the program name) and the environment on top of
+// Default and validates the result. Usage and flag errors go to out.
+func Parse(args []string, env Env, out io.Writer) (Config, error) {
 	c := Default()
 	fs := flag.NewFlagSet("pyrycode-relay", flag.ContinueOnError)
 	fs.SetOutput(out)
@@ -103,6 +168,24 @@ func Parse(args []string, out io.Writer) (Config, error) {
 	fs.IntVar(&c.MaxFrameBytes, "max-frame-bytes", c.MaxFrameBytes, "largest message accepted; larger closes with 1009")
 	fs.IntVar(&c.MaxPhones, "max-phones-per-server", c.MaxPhones, "phones per server-id; the next one is closed with 4429")
 	fs.IntVar(&c.PhoneQueueBytes, "phone-queue-bytes", c.PhoneQueueBytes, "per-phone send queue budget; overflow closes that phone")
+	fs.StringVar(&c.MetricsListen, "metrics-listen", c.MetricsListen, "Prometheus /metrics and status page listener; empty disables")
+	fs.BoolVar(&c.MetricsPublic, "metrics-public", false, "allow --metrics-listen on an address that is not loopback")
+	fs.Float64Var(&c.UpgradeRate, "upgrade-rate", c.UpgradeRate, "per-IP WebSocket upgrades per second (token bucket refill)")
+	fs.IntVar(&c.UpgradeBurst, "upgrade-burst", c.UpgradeBurst, "per-IP WebSocket upgrade burst")
+	fs.IntVar(&c.MaxConnsPerIP, "max-connections-per-ip", c.MaxConnsPerIP, "live connections per client IP; more get HTTP 429")
+	fs.IntVar(&c.MaxConns, "max-connections", c.MaxConns, "live connections in all; more get HTTP 503")
+	fs.Int64Var(&c.MaxQueuedBytes, "max-queued-bytes", c.MaxQueuedBytes, "bytes queued for all phones together; over it the largest backlog is closed")
+	proxies := fs.String("trusted-proxies", "", "comma-separated CIDRs or IPs whose X-Forwarded-For (and PROXY header) is believed")
+	fs.BoolVar(&c.ProxyProtocol, "proxy-protocol", false, "accept PROXY protocol v1/v2 headers from --trusted-proxies peers")
+	fs.StringVar(&c.FCMProject, "fcm-project", c.FCMProject, "FCM project id (default: the service-account key's project_id)")
+	fs.StringVar(&c.FCMBaseURL, "fcm-base-url", c.FCMBaseURL, "FCM API base URL")
+	fs.StringVar(&c.APNsKeyID, "apns-key-id", c.APNsKeyID, "APNs auth key id")
+	fs.StringVar(&c.APNsTeamID, "apns-team-id", c.APNsTeamID, "Apple developer team id")
+	fs.StringVar(&c.APNsTopic, "apns-topic", c.APNsTopic, "APNs topic: the app's bundle id")
+	fs.StringVar(&c.APNsBaseURL, "apns-base-url", c.APNsBaseURL, "APNs base URL (sandbox: https://api.sandbox.push.apple.com)")
+	fs.IntVar(&c.PushBurst, "push-burst", c.PushBurst, "push wakes per server-id in a burst")
+	fs.DurationVar(&c.PushRefill, "push-refill", c.PushRefill, "one more push wake per server-id every")
+	fs.IntVar(&c.PushMaxInFlight, "push-max-in-flight", c.PushMaxInFlight, "push sends in flight relay-wide")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: json or text")
 	fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
@@ -118,7 +201,74 @@ func Parse(args []string, out io.Writer) (Config, error) {
 	if c.ShowVersion {
 		return c, nil
 	}
+	if *proxies != "" {
+		p, err := ParsePrefixes(*proxies)
+		if err != nil {
+			return c, fmt.Errorf("--trusted-proxies: %v", err)
+		}
+		c.TrustedProxies = p
+	}
+	if err := c.readEnv(env); err != nil {
+		return c, err
+	}
 	return c, c.Validate()
+}
+
+// readEnv reads and checks every variable in Environment. Errors name the
+// variable and never include its value.
+func (c *Config) readEnv(env Env) error {
+	get := env.Getenv
+	if get == nil {
+		get = func(string) string { return "" }
+	}
+	switch v := strings.ToLower(strings.TrimSpace(get(EnvProduction))); v {
+	case "", "0", "false", "no":
+	case "1", "true", "yes":
+		c.Production = true
+	default:
+		return fmt.Errorf("%s: must be 1 or 0", EnvProduction)
+	}
+	if v := get(EnvFCMCredentials); v != "" {
+		c.FCMCredentials = []byte(v)
+	}
+	if v := get(EnvAPNsKey); v != "" {
+		c.APNsKey = []byte(v)
+	}
+	if c.Production {
+		if c.InsecureListen != "" && len(c.TrustedProxies) == 0 {
+			return fmt.Errorf("%s=1: --insecure-listen needs --trusted-proxies (plain HTTP only behind a TLS proxy)", EnvProduction)
+		}
+		if env.Euid == 0 {
+			return fmt.Errorf("%s=1: refusing to run as root; grant CAP_NET_BIND_SERVICE to bind ports below 1024", EnvProduction)
+		}
+	}
+	return nil
+}
+
+// ParsePrefixes parses a comma-separated list of CIDR prefixes or bare IP
+// addresses (taken as single-address prefixes).
+func ParsePrefixes(s string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for part := range strings.SplitSeq(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		if p, err := netip.ParsePrefix(part); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(part)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not an IP address or CIDR prefix", part)
+		}
+		a = a.Unmap()
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no prefixes given")
+	}
+	return out, nil
 }
 
 func oneOf(s string, set ...string) bool {
@@ -197,6 +347,29 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--phone-queue-bytes (%d) must be at least --max-frame-bytes (%d)", c.PhoneQueueBytes, c.MaxFrameBytes)
 	case c.LogFormat != "json" && c.LogFormat != "text":
 		return fmt.Errorf("--log-format: %q is not json or text", c.LogFormat)
+	case !(c.UpgradeRate > 0) || c.UpgradeRate > 1e6:
+		return fmt.Errorf("--upgrade-rate must be above 0 (got %v)", c.UpgradeRate)
+	case c.UpgradeBurst < 1:
+		return fmt.Errorf("--upgrade-burst must be at least 1 (got %d)", c.UpgradeBurst)
+	case c.MaxConnsPerIP < 1:
+		return fmt.Errorf("--max-connections-per-ip must be at least 1 (got %d)", c.MaxConnsPerIP)
+	case c.MaxConns < 1:
+		return fmt.Errorf("--max-connections must be at least 1 (got %d)", c.MaxConns)
+	case c.MaxQueuedBytes < int64(c.PhoneQueueBytes):
+		return fmt.Errorf("--max-queued-bytes (%d) must be at least --phone-queue-bytes (%d)", c.MaxQueuedBytes, c.PhoneQueueBytes)
+	case c.ProxyProtocol && len(c.TrustedProxies) == 0:
+		return errors.New("--proxy-protocol needs --trusted-proxies")
+	case c.PushBurst < 1:
+		return fmt.Errorf("--push-burst must be at least 1 (got %d)", c.PushBurst)
+	case c.PushRefill <= 0:
+		return fmt.Errorf("--push-refill must be above 0 (got %s)", c.PushRefill)
+	case c.PushMaxInFlight < 1:
+		return fmt.Errorf("--push-max-in-flight must be at least 1 (got %d)", c.PushMaxInFlight)
+	}
+	if c.MetricsListen != "" {
+		if err := checkAddr("--metrics-listen", c.MetricsListen); err != nil {
+			return err
+		}
 	}
 	return nil
 }

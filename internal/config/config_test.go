@@ -1,0 +1,135 @@
+package config
+
+import (
+	"io"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(vars map[string]string, euid int) Env {
+	return Env{Getenv: func(k string) string { return vars[k] }, Euid: euid}
+}
+
+func TestDefaultsMatchTheContract(t *testing.T) {
+	c, err := Parse([]string{"--insecure-listen", "127.0.0.1:0"}, env(nil, 1000), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"grace", c.Grace, 30 * time.Second},
+		{"probe", c.ProbeTimeout, 10 * time.Second},
+		{"heartbeat interval", c.HeartbeatInterval, 30 * time.Second},
+		{"heartbeat timeout", c.HeartbeatTimeout, 30 * time.Second},
+		{"message timeout", c.MessageTimeout, 30 * time.Second},
+		{"write timeout", c.WriteTimeout, 10 * time.Second},
+		{"header timeout", c.HeaderTimeout, 5 * time.Second},
+		{"drain", c.DrainTimeout, 10 * time.Second},
+		{"max frame", c.MaxFrameBytes, 256 << 10},
+		{"max phones", c.MaxPhones, 16},
+		{"phone queue", c.PhoneQueueBytes, 4 << 20},
+		{"https", c.HTTPSListen, ":443"},
+		{"http", c.HTTPListen, ":80"},
+		{"cert cache", c.CertCache, "~/.pyrycode-relay/certs"},
+		{"metrics", c.MetricsListen, "127.0.0.1:9090"},
+		{"upgrade rate", c.UpgradeRate, 0.2},
+		{"upgrade burst", c.UpgradeBurst, 20},
+		{"per-ip", c.MaxConnsPerIP, 256},
+		{"conns", c.MaxConns, 100000},
+		{"queued", c.MaxQueuedBytes, int64(1 << 30)},
+		{"push burst", c.PushBurst, 6},
+		{"push refill", c.PushRefill, 10 * time.Second},
+		{"push in flight", c.PushMaxInFlight, 32},
+	}
+	for _, ch := range checks {
+		if ch.got != ch.want {
+			t.Errorf("%s: %v, want %v", ch.name, ch.got, ch.want)
+		}
+	}
+	if c.Production || c.FCMCredentials != nil || c.APNsKey != nil {
+		t.Errorf("environment leaked into a clean parse: %+v", c)
+	}
+}
+
+func TestProductionMode(t *testing.T) {
+	on := map[string]string{EnvProduction: "1"}
+	cases := []struct {
+		args []string
+		vars map[string]string
+		euid int
+		want string // "" = accepted
+	}{
+		{[]string{"--insecure-listen", ":8080"}, on, 1000, "needs --trusted-proxies"},
+		{[]string{"--insecure-listen", ":8080", "--trusted-proxies", "127.0.0.1"}, on, 1000, ""},
+		{[]string{"--insecure-listen", ":8080", "--trusted-proxies", "10.0.0.0/8"}, on, 0, "refusing to run as root"},
+		{[]string{"--insecure-listen", ":8080"}, map[string]string{EnvProduction: "0"}, 0, ""},
+		{[]string{"--insecure-listen", ":8080"}, map[string]string{EnvProduction: "maybe"}, 1000, EnvProduction + ": must be 1 or 0"},
+	}
+	for _, tc := range cases {
+		_, err := Parse(tc.args, env(tc.vars, tc.euid), io.Discard)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%v %v: %v", tc.args, tc.vars, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%v %v: got %v, want %q", tc.args, tc.vars, err, tc.want)
+		}
+	}
+}
+
+func TestSecretsAreReadButNeverEchoed(t *testing.T) {
+	vars := map[string]string{EnvFCMCredentials: `{"type":"service_account","private_key":"SECRET"}`, EnvAPNsKey: "-----BEGIN PRIVATE KEY-----SECRET"}
+	c, err := Parse([]string{"--insecure-listen", ":1"}, env(vars, 1000), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(c.FCMCredentials) != vars[EnvFCMCredentials] || string(c.APNsKey) != vars[EnvAPNsKey] {
+		t.Fatal("secrets not read")
+	}
+	for _, v := range Environment {
+		if (v.Name == EnvFCMCredentials || v.Name == EnvAPNsKey) != v.Secret {
+			t.Errorf("%s: Secret=%v", v.Name, v.Secret)
+		}
+	}
+}
+
+func TestParsePrefixes(t *testing.T) {
+	p, err := ParsePrefixes(" 10.0.0.0/8, 127.0.0.1 ,::1,192.168.1.7/24")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"10.0.0.0/8", "127.0.0.1/32", "::1/128", "192.168.1.0/24"}
+	for i, w := range want {
+		if p[i].String() != w {
+			t.Errorf("prefix %d = %s, want %s", i, p[i], w)
+		}
+	}
+	for _, bad := range []string{"", ",", "10.0.0.0/33", "example.com", "1.2.3"} {
+		if _, err := ParsePrefixes(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func TestLimitFlagsValidated(t *testing.T) {
+	for _, tc := range []struct{ args []string }{
+		{[]string{"--upgrade-rate", "0"}},
+		{[]string{"--upgrade-burst", "0"}},
+		{[]string{"--max-connections-per-ip", "0"}},
+		{[]string{"--max-connections", "-1"}},
+		{[]string{"--max-queued-bytes", "10"}},
+		{[]string{"--proxy-protocol"}},
+		{[]string{"--push-burst", "0"}},
+		{[]string{"--push-refill", "0s"}},
+		{[]string{"--push-max-in-flight", "0"}},
+		{[]string{"--metrics-listen", "nope"}},
+		{[]string{"--trusted-proxies", "bogus"}},
+	} {
+		args := append([]string{"--insecure-listen", ":1"}, tc.args...)
+		if _, err := Parse(args, env(nil, 1000), io.Discard); err == nil {
+			t.Errorf("%v accepted", tc.args)
+		}
+	}
+}
