@@ -10,7 +10,9 @@ func (c *Conn) startHeartbeat() {
 	if c.opt.HeartbeatInterval <= 0 {
 		return
 	}
-	c.hb = time.AfterFunc(c.opt.HeartbeatInterval, c.onHeartbeat)
+	// Armed only after c.hb is set, so the callback always sees it.
+	c.hb = time.AfterFunc(time.Duration(1<<63-1), c.onHeartbeat)
+	c.hb.Reset(c.opt.HeartbeatInterval)
 }
 
 func (c *Conn) stopHeartbeat() {
