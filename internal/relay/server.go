@@ -156,6 +156,10 @@ func (s *Server) Counts() (binaries, phones int64) {
 	return s.binaries.Load(), s.phones.Load()
 }
 
+// IDCounts returns how many server-ids have a live binary and how many are
+// in their grace period.
+func (s *Server) IDCounts() (live, grace int) { return s.dir.Counts() }
+
 // ServeHTTP routes the relay's endpoints. Paths are matched exactly.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
