@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pyrycode/pyrycode-relay/internal/config"
+	"github.com/pyrycode/pyrycode-relay/internal/metrics"
 	"github.com/pyrycode/pyrycode-relay/internal/relay"
 	"github.com/pyrycode/pyrycode-relay/internal/tlsconf"
 )
@@ -48,7 +49,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return exitOK
 	}
 	log := newLogger(cfg, stderr)
+	if err := metrics.CheckListen(cfg.MetricsListen, cfg.MetricsPublic); err != nil {
+		fmt.Fprintf(stderr, "pyrycode-relay: %v\n", err)
+		return exitUsage
+	}
 
+	forward := metrics.NewForwardHistogram()
 	srv := relay.New(relay.Config{
 		Version:           version,
 		Grace:             cfg.Grace,
@@ -61,12 +67,24 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		MaxPhones:         cfg.MaxPhones,
 		PhoneQueueBytes:   cfg.PhoneQueueBytes,
 		BinaryQueueBytes:  cfg.PhoneQueueBytes,
-	}, log)
+		MaxQueuedBytes:    cfg.MaxQueuedBytes,
+	}, log, relay.WithForwardObserver(forward.Observe))
+	mets := metrics.New(srv, srv.IDCounts, metrics.Options{Forward: forward, Log: log})
 
 	servers, err := buildServers(cfg, srv, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "pyrycode-relay: %v\n", err)
 		return exitUsage
+	}
+	if cfg.MetricsListen != "" {
+		servers = append(servers, server{"metrics", cfg.MetricsListen, &http.Server{
+			Handler:           mets.Handler(),
+			ReadHeaderTimeout: cfg.HeaderTimeout,
+			ReadTimeout:       10 * time.Second,
+			WriteTimeout:      30 * time.Second,
+			IdleTimeout:       60 * time.Second,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		}})
 	}
 	// Bind everything before serving anything, so a taken port fails fast.
 	lns := make([]net.Listener, len(servers))
@@ -81,6 +99,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		lns[i] = ln
 	}
+	mets.Start(ctx)
+	defer mets.Close()
 
 	errc := make(chan error, len(servers))
 	var wg sync.WaitGroup
@@ -115,11 +135,22 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	dctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
 	defer cancel()
+	// Stop accepting on the relay's listeners; upgraded connections are the
+	// relay's to drain. The metrics listener stays up during the drain.
 	for _, s := range servers {
-		_ = s.http.Shutdown(dctx) // stops accepting; upgraded connections are the relay's
+		if s.role != "metrics" {
+			_ = s.http.Shutdown(dctx)
+		}
 	}
 	if err := srv.Shutdown(dctx); err != nil {
 		log.Warn("relay_drain_incomplete", "err", err)
+	}
+	for _, s := range servers {
+		if s.role == "metrics" {
+			mctx, mcancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = s.http.Shutdown(mctx)
+			mcancel()
+		}
 	}
 	wg.Wait()
 	log.Info("relay_stopped")

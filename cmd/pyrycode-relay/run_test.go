@@ -127,6 +127,23 @@ func startRun(t *testing.T, args ...string) *relayProc {
 	p := &relayProc{cancel: cancel, done: make(chan int, 1), addrs: map[string]net.Addr{}, log: new(syncBuf)}
 	var mu sync.Mutex
 	readyc := make(chan struct{}, 4)
+	want, metricsSet := 1, false
+	for _, a := range args {
+		switch a {
+		case "--domain":
+			want++
+		case "--metrics-listen":
+			metricsSet = true
+		}
+	}
+	if !metricsSet { // never the fixed default port: tests run side by side
+		args = append(args, "--metrics-listen", "127.0.0.1:0")
+	}
+	for i, a := range args {
+		if a == "--metrics-listen" && args[i+1] != "" {
+			want++
+		}
+	}
 	go func() {
 		p.done <- run(ctx, args, noenv, io.Discard, p.log, func(role string, a net.Addr) {
 			mu.Lock()
@@ -135,12 +152,6 @@ func startRun(t *testing.T, args ...string) *relayProc {
 			readyc <- struct{}{}
 		})
 	}()
-	want := 1
-	for _, a := range args {
-		if a == "--domain" {
-			want = 2
-		}
-	}
 	for range want {
 		select {
 		case <-readyc:
@@ -429,4 +440,37 @@ func readLines(s string) []string {
 		out = append(out, sc.Text())
 	}
 	return out
+}
+
+func TestMetricsListener(t *testing.T) {
+	p := startRun(t, "--insecure-listen", "127.0.0.1:0")
+	base := "http://" + p.addrs["metrics"].String()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`pyrycode_relay_connections{role="binary"} 0`, "pyrycode_relay_forward_seconds_bucket", "process_resident_memory_bytes"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	// The relay's own listener does not serve metrics.
+	resp, err = http.Get("http://" + p.addrs["insecure"].String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 404 {
+		t.Errorf("relay listener /metrics: %d", resp.StatusCode)
+	}
+}
+
+func TestMetricsListenMustBeLoopback(t *testing.T) {
+	var out, errb syncBuf
+	code := run(context.Background(), []string{"--insecure-listen", "127.0.0.1:0", "--metrics-listen", "0.0.0.0:0"}, noenv, &out, &errb, nil)
+	if code != 2 || !strings.Contains(errb.String(), "--metrics-public") {
+		t.Fatalf("exit %d stderr %q", code, errb.String())
+	}
 }
