@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pyrycode/pyrycode-relay/internal/config"
+	"github.com/pyrycode/pyrycode-relay/internal/limits"
 	"github.com/pyrycode/pyrycode-relay/internal/metrics"
 	"github.com/pyrycode/pyrycode-relay/internal/relay"
 	"github.com/pyrycode/pyrycode-relay/internal/tlsconf"
@@ -70,8 +71,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		MaxQueuedBytes:    cfg.MaxQueuedBytes,
 	}, log, relay.WithForwardObserver(forward.Observe))
 	mets := metrics.New(srv, srv.IDCounts, metrics.Options{Forward: forward, Log: log})
+	lim, err := limits.New(limits.Config{
+		UpgradeRate:    cfg.UpgradeRate,
+		UpgradeBurst:   cfg.UpgradeBurst,
+		MaxConnsPerIP:  cfg.MaxConnsPerIP,
+		MaxConns:       cfg.MaxConns,
+		TrustedProxies: cfg.TrustedProxies,
+		ProxyProtocol:  cfg.ProxyProtocol,
+	}, srv.Stats())
+	if err != nil {
+		fmt.Fprintf(stderr, "pyrycode-relay: %v\n", err)
+		return exitUsage
+	}
 
-	servers, err := buildServers(cfg, srv, log)
+	servers, err := buildServers(cfg, srv, lim, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "pyrycode-relay: %v\n", err)
 		return exitUsage
@@ -96,6 +109,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			}
 			fmt.Fprintf(stderr, "pyrycode-relay: listen %s: %v\n", s.role, err)
 			return exitFailed
+		}
+		if s.role != "metrics" {
+			ln = lim.Listener(ln) // per-IP and global connection caps, PROXY headers
 		}
 		lns[i] = ln
 	}
@@ -164,10 +180,15 @@ type server struct {
 }
 
 // buildServers returns the HTTP servers for the configured mode.
-func buildServers(cfg config.Config, relaySrv http.Handler, log *slog.Logger) ([]server, error) {
+// Every one of them sits behind lim: its listener wrapper counts
+// connections from accept on (so sockets still in the TLS handshake or
+// header phase count toward the per-IP cap) and its middleware answers
+// over-limit requests before any upgrade.
+func buildServers(cfg config.Config, relaySrv http.Handler, lim *limits.Limiter, log *slog.Logger) ([]server, error) {
 	mk := func(h http.Handler, tc *tls.Config) *http.Server {
 		return &http.Server{
-			Handler:           h,
+			Handler:           lim.Middleware(h),
+			ConnContext:       lim.ConnContext,
 			TLSConfig:         tc,
 			ReadHeaderTimeout: cfg.HeaderTimeout,
 			IdleTimeout:       60 * time.Second,

@@ -151,6 +151,12 @@ type Conn struct {
 func New(nc net.Conn, pending []byte, opt *Options) *Conn {
 	c := &Conn{nc: nc, opt: opt, pend: pending, done: make(chan struct{})}
 	c.tcp, _ = nc.(*net.TCPConn)
+	if u, ok := nc.(interface{ TCPConn() *net.TCPConn }); ok {
+		// A listener wrapper (connection accounting) hides the socket;
+		// it still hands it over for writev and raw reads, while Close
+		// and deadlines keep going through the wrapper.
+		c.tcp = u.TCPConn()
+	}
 	if c.tcp != nil {
 		if raw, err := c.tcp.SyscallConn(); err == nil {
 			c.raw = raw
