@@ -474,3 +474,37 @@ func TestMetricsListenMustBeLoopback(t *testing.T) {
 		t.Fatalf("exit %d stderr %q", code, errb.String())
 	}
 }
+
+func TestInvalidPushCredentialsExitTwo(t *testing.T) {
+	secret := `{"type":"service_account","private_key":"NOT-A-KEY-s3cr3t"}`
+	getenv := func(k string) string {
+		if k == "PYRYCODE_RELAY_FCM_CREDENTIALS" {
+			return secret
+		}
+		return ""
+	}
+	var out, errb syncBuf
+	code := run(context.Background(), []string{"--insecure-listen", "127.0.0.1:0"}, getenv, &out, &errb, nil)
+	if code != 2 {
+		t.Fatalf("exit %d", code)
+	}
+	msg := errb.String()
+	if !strings.Contains(msg, "PYRYCODE_RELAY_FCM_CREDENTIALS") || strings.Contains(msg, "s3cr3t") || strings.Count(msg, "\n") != 1 {
+		t.Fatalf("stderr %q", msg)
+	}
+}
+
+func TestPushMetricsExportedAtZero(t *testing.T) {
+	p := startRun(t, "--insecure-listen", "127.0.0.1:0")
+	resp, err := http.Get("http://" + p.addrs["metrics"].String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`pyrycode_relay_push_wakes_total{outcome="off",platform="fcm"} 0`, "pyrycode_relay_push_seconds_bucket"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+}

@@ -23,6 +23,9 @@ var allowedKeys = map[string]bool{
 	"cert_file": true, "key_file": true, "not_after": true,
 	"platform": true, "outcome": true, "status": true, "reason": true, "token_fp": true,
 	"duration": true, "endpoint": true, "limit": true, "project": true,
+	// push: outcome details (status and reason code only), never tokens or keys
+	"ms": true, "stage": true, "cause": true, "in_flight": true,
+	"fcm": true, "apns": true, "fcm_project": true, "apns_topic": true, "apns_url": true,
 }
 
 // levelMethods are slog's logging methods: msg first, then key/value pairs.
