@@ -175,11 +175,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	dctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
 	defer cancel()
-	// Stop accepting on the relay's listeners; upgraded connections are the
-	// relay's to drain. The metrics listener stays up during the drain.
+	// Stop accepting at once: Close shuts the relay's listeners and drops
+	// plain HTTP connections (health checks, half-sent requests) without
+	// waiting for them, so none of the drain budget is spent before every
+	// WebSocket has its 1001. Upgraded connections are the relay's to
+	// drain. The metrics listener stays up during the drain.
 	for _, s := range servers {
 		if s.role != "metrics" {
-			_ = s.http.Shutdown(dctx)
+			_ = s.http.Close()
 		}
 	}
 	if err := srv.Shutdown(dctx); err != nil {
@@ -220,9 +223,14 @@ func buildServers(cfg config.Config, relaySrv http.Handler, lim *limits.Limiter,
 			ConnContext:       lim.ConnContext,
 			TLSConfig:         tc,
 			ReadHeaderTimeout: cfg.HeaderTimeout,
-			IdleTimeout:       60 * time.Second,
-			MaxHeaderBytes:    16 << 10,
-			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+			// Whole-request and response limits for plain HTTP (a slow
+			// request body cannot hold a connection); an upgrade clears
+			// both once it has hijacked the connection.
+			ReadTimeout:    30 * time.Second,
+			WriteTimeout:   30 * time.Second,
+			IdleTimeout:    60 * time.Second,
+			MaxHeaderBytes: 16 << 10,
+			ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		}
 	}
 	switch {

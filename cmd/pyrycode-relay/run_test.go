@@ -508,3 +508,32 @@ func TestPushMetricsExportedAtZero(t *testing.T) {
 		}
 	}
 }
+
+// Plain HTTP connections (an idle socket, a request whose body never
+// finishes) must not hold up the shutdown: every WebSocket gets its 1001
+// promptly and the process exits 0.
+func TestShutdownIsNotHeldByHTTPStragglers(t *testing.T) {
+	p := startRun(t, "--insecure-listen", "127.0.0.1:0", "--drain-timeout", "10s")
+	addr := p.addrs["insecure"].String()
+	d := &websocket.Dialer{HandshakeTimeout: 5 * time.Second}
+	bin := dialWS(t, d, "ws://"+addr+"/v1/server", binHeaders("srv-straggle"))
+	waitHealth(t, http.DefaultClient, "http://"+addr+"/healthz", 1, 0)
+	for _, pre := range []string{"", "POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\""} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		io.WriteString(c, pre)
+	}
+	start := time.Now()
+	done := make(chan struct{})
+	go func() { defer close(done); expectCloseCode(t, bin, 1001, "shutting down") }()
+	if code := p.stop(t); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	<-done
+	if el := time.Since(start); el > 3*time.Second {
+		t.Fatalf("shutdown took %v", el)
+	}
+}

@@ -343,8 +343,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--max-frame-bytes must be between 1 and %d (got %d)", maxFrameLimit, c.MaxFrameBytes)
 	case c.MaxPhones < 1:
 		return fmt.Errorf("--max-phones-per-server must be at least 1 (got %d)", c.MaxPhones)
-	case c.PhoneQueueBytes < c.MaxFrameBytes:
-		return fmt.Errorf("--phone-queue-bytes (%d) must be at least --max-frame-bytes (%d)", c.PhoneQueueBytes, c.MaxFrameBytes)
+	case c.PhoneQueueBytes < 2*c.MaxFrameBytes+4096:
+		// A queued frame is charged for the whole buffer holding it, which
+		// can be up to twice its size; the largest frame must always fit.
+		return fmt.Errorf("--phone-queue-bytes (%d) must be at least twice --max-frame-bytes plus 4096 (%d)", c.PhoneQueueBytes, 2*c.MaxFrameBytes+4096)
 	case c.LogFormat != "json" && c.LogFormat != "text":
 		return fmt.Errorf("--log-format: %q is not json or text", c.LogFormat)
 	case !(c.UpgradeRate > 0) || c.UpgradeRate > 1e6:

@@ -100,6 +100,22 @@ type item struct {
 	op   Opcode
 	data []byte
 	buf  *bufpool.Buf
+	cost int // bytes charged to the queue budget while queued
+}
+
+// itemOverhead is charged per queued frame on top of its buffer, for the
+// queue entry itself, so that a flood of tiny frames cannot hold far more
+// memory than the budget says.
+const itemOverhead = 64
+
+// costOf is what a data frame holds while queued: its whole buffer (a
+// small frame may sit in a larger pooled buffer, or be a slice of a larger
+// envelope), not just its length.
+func costOf(buf *bufpool.Buf, data []byte) int {
+	if buf != nil {
+		return cap(buf.B) + itemOverhead
+	}
+	return len(data) + itemOverhead
 }
 
 // Conn is one WebSocket connection. Run must be called exactly once, by the
@@ -133,8 +149,9 @@ type Conn struct {
 
 	mu      sync.Mutex
 	q       []item        // outbound frames in order
+	ctl     []item        // pings and pongs, written ahead of q; at most one of each waits
 	spare   []item        // the writer's emptied batch, reused
-	queued  int           // data bytes in q and in the batch being written
+	queued  int           // bytes charged for data in q and in the batch being written
 	writing bool          // a writer goroutine is running
 	wfailed bool          // a write failed: drop everything else
 	wexit   chan struct{} // closed by the writer when it exits, if set
@@ -260,11 +277,12 @@ func (c *Conn) Send(buf *bufpool.Buf, data []byte) error {
 	if c.state != stOpen {
 		return ErrClosed
 	}
-	if c.queued+len(data) > c.opt.QueueBytes {
+	cost := costOf(buf, data)
+	if c.queued+cost > c.opt.QueueBytes {
 		return ErrQueueFull
 	}
-	c.addQueuedLocked(len(data))
-	c.pushLocked(item{op: OpText, data: data, buf: buf})
+	c.addQueuedLocked(cost)
+	c.pushLocked(item{op: OpText, data: data, buf: buf, cost: cost})
 	return nil
 }
 
@@ -280,8 +298,9 @@ func (c *Conn) SendWait(buf *bufpool.Buf, data []byte, cancel <-chan struct{}) e
 			return ErrClosed
 		}
 		if c.queued < c.opt.QueueBytes {
-			c.addQueuedLocked(len(data))
-			c.pushLocked(item{op: OpText, data: data, buf: buf})
+			cost := costOf(buf, data)
+			c.addQueuedLocked(cost)
+			c.pushLocked(item{op: OpText, data: data, buf: buf, cost: cost})
 			c.mu.Unlock()
 			return nil
 		}
@@ -309,7 +328,7 @@ func (c *Conn) Probe(timeout time.Duration) bool {
 		return false
 	}
 	c.probes = append(c.probes, ch)
-	c.pushLocked(item{op: OpPing})
+	c.controlLocked(OpPing, nil)
 	c.mu.Unlock()
 	t := time.NewTimer(timeout)
 	defer t.Stop()
@@ -349,6 +368,10 @@ func (c *Conn) setInfoLocked(ci CloseInfo) {
 // pushLocked appends it to the queue and makes sure a writer runs.
 func (c *Conn) pushLocked(it item) {
 	c.q = append(c.q, it)
+	c.wakeWriterLocked()
+}
+
+func (c *Conn) wakeWriterLocked() {
 	if !c.writing {
 		c.writing = true
 		startWriter(c)
@@ -361,7 +384,7 @@ func (c *Conn) dropDataLocked() {
 	kept := c.q[:0]
 	for _, it := range c.q {
 		if it.op == OpText {
-			c.addQueuedLocked(-len(it.data))
+			c.addQueuedLocked(-it.cost)
 			it.buf.Release()
 			continue
 		}

@@ -8,8 +8,12 @@ import (
 	"time"
 )
 
-// maxBatch bounds the frames flushed by one vectored write.
-const maxBatch = 64
+// maxBatch bounds the frames flushed by one vectored write, and writeChunk
+// its bytes (a single larger frame goes alone).
+const (
+	maxBatch   = 64
+	writeChunk = 256 << 10
+)
 
 // batch is the writer's scratch space: frame headers and the iovec list.
 type batch struct {
@@ -55,18 +59,37 @@ func writerWorker(c *Conn) {
 	}
 }
 
-// sendControl queues a control frame (ping, pong). payload is copied. Control
-// frames are not counted against the byte budget.
+// sendControl queues a control frame (ping, pong). payload is copied.
 func (c *Conn) sendControl(op Opcode, payload []byte) {
-	var data []byte
-	if len(payload) > 0 {
-		data = append([]byte(nil), payload...)
-	}
 	c.mu.Lock()
 	if c.state == stOpen {
-		c.pushLocked(item{op: op, data: data})
+		c.controlLocked(op, payload)
 	}
 	c.mu.Unlock()
+}
+
+// controlLocked queues a ping or pong ahead of waiting data (the relay never
+// fragments, so a control frame may go between any two messages). At most
+// one ping and one pong wait at a time: a newer pong replaces the payload of
+// a waiting one (RFC 6455 allows answering only the latest ping), and a ping
+// already waiting serves every asker. A peer flooding pings while not
+// reading therefore cannot grow the queue. Control frames are not charged to
+// the byte budget; they are bounded by this rule instead.
+func (c *Conn) controlLocked(op Opcode, payload []byte) {
+	for i := range c.ctl {
+		if c.ctl[i].op == op {
+			if op == OpPong {
+				c.ctl[i].data = append(c.ctl[i].data[:0], payload...)
+			}
+			return
+		}
+	}
+	var data []byte
+	if len(payload) > 0 {
+		data = append(make([]byte, 0, 125), payload...)
+	}
+	c.ctl = append(c.ctl, item{op: op, data: data})
+	c.wakeWriterLocked()
 }
 
 // writeLoop is the connection's single writer. It runs only while frames are
@@ -77,8 +100,10 @@ func (c *Conn) writeLoop() {
 	defer batchPool.Put(b)
 	for {
 		c.mu.Lock()
+		ctl := c.ctl
+		c.ctl = nil
 		items := c.q
-		if len(items) == 0 {
+		if len(items) == 0 && len(ctl) == 0 {
 			c.writing = false
 			if c.wexit != nil {
 				close(c.wexit)
@@ -93,14 +118,17 @@ func (c *Conn) writeLoop() {
 
 		var err error
 		sentClose := false
-		if !failed {
+		if !failed && len(ctl) > 0 {
+			sentClose, err = c.writeItems(b, ctl)
+		}
+		if !failed && err == nil && len(items) > 0 {
 			sentClose, err = c.writeItems(b, items)
 		}
 		n := 0
 		for i := range items {
 			it := &items[i]
 			if it.op == OpText {
-				n += len(it.data)
+				n += it.cost
 				if c.opt.OnWritten != nil && err == nil && !failed && it.buf != nil && it.buf.Stamp != 0 {
 					c.opt.OnWritten(it.buf.Stamp)
 				}
@@ -142,13 +170,16 @@ func (c *Conn) writeLoop() {
 	}
 }
 
-// writeItems writes items in order under one write deadline and reports
-// whether a close frame went out. Nothing after a close frame is written.
+// writeItems writes items in order and reports whether a close frame went
+// out. Nothing after a close frame is written. Every system call gets its
+// own write deadline and carries at most about writeChunk bytes, so "one
+// write must finish within the write timeout" holds for a slow reader that
+// keeps making progress through a long queue.
 func (c *Conn) writeItems(b *batch, items []item) (sentClose bool, err error) {
-	if err := c.nc.SetWriteDeadline(time.Now().Add(c.opt.WriteTimeout)); err != nil {
-		return false, err
-	}
 	for len(items) > 0 && !sentClose {
+		if err := c.nc.SetWriteDeadline(time.Now().Add(c.opt.WriteTimeout)); err != nil {
+			return false, err
+		}
 		k := 0
 		if c.tcp != nil {
 			k, sentClose, err = c.writeVec(b, items)
@@ -168,9 +199,10 @@ func (c *Conn) writeItems(b *batch, items []item) (sentClose bool, err error) {
 func (c *Conn) writeVec(b *batch, items []item) (int, bool, error) {
 	vec := b.vec[:0]
 	h := b.hdr[:]
-	k, closed := 0, false
-	for ; k < len(items) && k < maxBatch && !closed; k++ {
+	k, closed, size := 0, false, 0
+	for ; k < len(items) && k < maxBatch && !closed && (k == 0 || size+len(items[k].data) <= writeChunk); k++ {
 		it := &items[k]
+		size += len(it.data)
 		n := putHeader(h, it.op, len(it.data))
 		vec = append(vec, h[:n])
 		h = h[n:]

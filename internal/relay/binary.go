@@ -96,8 +96,10 @@ func (s *Server) claim(b *localBinary) bool {
 		}
 		s.stats.Takeovers.Add(1)
 		s.log.Info("binary_takeover", "server_id", b.id)
-		res.Incumbent.Evict(peer.Close(wire.CloseHeartbeat))
+		// Phones first: a phone waiting on the silent incumbent's full
+		// queue must learn of the reclaim, not of a vanished binary.
 		evict(evicted, peer.Close(wire.CloseReclaimed))
+		res.Incumbent.Evict(peer.Close(wire.CloseHeartbeat))
 		return true
 	}
 	return false

@@ -19,7 +19,7 @@ func (s *Server) shedLargestBacklog() {
 		most := 0
 		s.mu.Lock()
 		for c := range s.conns {
-			if n := c.QueuedBytes(); n > most && c.Options() == &s.phoneOpt {
+			if n := c.QueuedBytes(); n > most && c.Options() == &s.phoneOpt && c.Open() {
 				worst, most = c, n
 			}
 		}
