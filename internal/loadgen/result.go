@@ -1,0 +1,185 @@
+package loadgen
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Result is what one run measured. It is also the --json output.
+type Result struct {
+	Mode    string    `json:"mode"`
+	URL     string    `json:"url"`
+	Started time.Time `json:"started"`
+	Params  Params    `json:"params"`
+
+	Connections ConnStats `json:"connections"`
+
+	// Ops counts what the mode measures in the measured window: round trips
+	// (rt, idle probe), frames delivered to phones (fanout), connect +
+	// handshake + disconnect cycles (churn), frames the binary sent (stall).
+	OpUnit    string  `json:"op_unit"`
+	Ops       uint64  `json:"ops"`
+	Seconds   float64 `json:"seconds"` // length of the measured window
+	OpsPerSec float64 `json:"ops_per_s"`
+
+	Latency        Latency `json:"latency"`         // per op (round trip, frame, cycle)
+	ConnectLatency Latency `json:"connect_latency"` // TCP (+TLS) + upgrade
+	Frames         Frames  `json:"frames"`
+
+	Errors       map[string]int64  `json:"errors"`
+	ErrorSamples map[string]string `json:"error_samples,omitempty"`
+	CloseNotices map[string]int64  `json:"close_notices,omitempty"`
+
+	Relay *RelayStats `json:"relay,omitempty"`
+	Tool  ToolStats   `json:"tool"`
+	Stall *StallStats `json:"stall,omitempty"`
+
+	// OK: no frame lost, duplicated, reordered or corrupted, and no errors.
+	OK bool `json:"ok"`
+}
+
+// Params echoes the run's configuration.
+type Params struct {
+	Binaries    int     `json:"binaries"`
+	Phones      int     `json:"phones"`
+	Window      int     `json:"window,omitempty"`
+	Size        int     `json:"frame_bytes"`
+	Duration    float64 `json:"duration_s"`
+	Warmup      float64 `json:"warmup_s,omitempty"`
+	Hold        float64 `json:"hold_s,omitempty"`
+	Rate        float64 `json:"target_rate,omitempty"`
+	Concurrency int     `json:"concurrency"`
+	SourceIPs   int     `json:"source_ips"`
+	TLS         bool    `json:"tls"`
+}
+
+// ConnStats counts connections.
+type ConnStats struct {
+	Binaries int   `json:"binaries"` // connected and registered
+	Phones   int   `json:"phones"`
+	Failed   int64 `json:"failed"` // dials that failed
+	Retries  int64 `json:"retries,omitempty"`
+}
+
+// Frames is the end-to-end sequence check.
+type Frames struct {
+	Sent       uint64 `json:"sent"`
+	Received   uint64 `json:"received"` // distinct frames that arrived
+	Lost       uint64 `json:"lost"`
+	Duplicated uint64 `json:"duplicated"`
+	Reordered  uint64 `json:"reordered"`
+	Corrupt    uint64 `json:"corrupt"`
+}
+
+// RelayStats is what /proc said about the relay process (--relay-pid).
+type RelayStats struct {
+	PID            int     `json:"pid"`
+	CPUSeconds     float64 `json:"cpu_s"`             // user+system during the measured window
+	CPUPerOpUs     float64 `json:"cpu_us_per_op"`     // CPUSeconds / Ops
+	CPUSecPer100k  float64 `json:"cpu_s_per_100k_op"` // CPUSeconds per 100,000 ops
+	RSSBefore      int64   `json:"rss_before_bytes"`  // before the tool connected
+	RSSAfter       int64   `json:"rss_after_bytes"`   // with every connection open (idle: after the hold)
+	RSSPeak        int64   `json:"rss_peak_bytes"`    // highest sample while running
+	Conns          int     `json:"conns"`             // connections RSSPerConn divides by
+	RSSPerConn     float64 `json:"rss_per_conn_bytes"`
+	CPUUtilisation float64 `json:"cpu_utilisation"`      // CPU seconds per wall second in the window
+	HoldCPUSeconds float64 `json:"hold_cpu_s,omitempty"` // idle: CPU while the connections were held
+}
+
+// ToolStats is the load tool's own cost, to show it was not the bottleneck.
+type ToolStats struct {
+	CPUSeconds float64 `json:"cpu_s"`
+	CPUs       int     `json:"cpus"`
+	GoVersion  string  `json:"go_version"`
+}
+
+// StallStats is the stall mode's memory check.
+type StallStats struct {
+	PhoneQueueBytes int64 `json:"phone_queue_bytes"`
+	BudgetSum       int64 `json:"budget_sum_bytes"`      // phones × phone_queue_bytes
+	RSSGrowth       int64 `json:"rss_peak_growth_bytes"` // peak RSS − RSS before sending
+	PhonesClosed    int64 `json:"phones_closed"`         // close notices received
+	Bounded         bool  `json:"bounded"`               // RSSGrowth < BudgetSum
+	RSSAfterClose   int64 `json:"rss_after_bytes"`       // once the flood stopped
+}
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+// WriteText writes a human-readable report.
+func (r *Result) WriteText(w io.Writer) {
+	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
+	p("relay-load %s against %s\n", r.Mode, r.URL)
+	p("  connections  %d binaries, %d phones (%d failed dials", r.Connections.Binaries, r.Connections.Phones, r.Connections.Failed)
+	if r.Connections.Retries > 0 {
+		p(", %d retried", r.Connections.Retries)
+	}
+	p(")\n")
+	if r.Ops > 0 || r.Mode != ModeIdle {
+		p("  throughput   %d %ss in %.2fs = %.0f/s\n", r.Ops, strings.ReplaceAll(r.OpUnit, "_", " "), r.Seconds, r.OpsPerSec)
+	}
+	lat := func(name string, l Latency) {
+		if l.Count == 0 {
+			return
+		}
+		p("  %-12s p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f ms (n=%d)\n", name, l.P50, l.P90, l.P99, l.P999, l.Max, l.Count)
+	}
+	lat("latency", r.Latency)
+	lat("connect", r.ConnectLatency)
+	f := r.Frames
+	if f.Sent > 0 {
+		p("  frames       sent %d, received %d, lost %d, duplicated %d, reordered %d, corrupt %d\n",
+			f.Sent, f.Received, f.Lost, f.Duplicated, f.Reordered, f.Corrupt)
+	}
+	if rs := r.Relay; rs != nil {
+		p("  relay pid %d: cpu %.2fs (%.0f%% of one core)", rs.PID, rs.CPUSeconds, 100*rs.CPUUtilisation)
+		if r.Ops > 0 {
+			p(", %.1f µs per %s, %.2f s per 100k", rs.CPUPerOpUs, strings.ReplaceAll(r.OpUnit, "_", " "), rs.CPUSecPer100k)
+		}
+		p("\n")
+		p("               rss %.1f MiB before, %.1f MiB after, %.1f MiB peak", mib(rs.RSSBefore), mib(rs.RSSAfter), mib(rs.RSSPeak))
+		if rs.Conns > 0 {
+			p(", %.2f KiB per connection (%d)", rs.RSSPerConn/1024, rs.Conns)
+		}
+		p("\n")
+	}
+	if s := r.Stall; s != nil {
+		p("  stall        %d phones closed by the relay; rss grew %.1f MiB at peak vs budgets %.1f MiB (%d × %d B): bounded=%v; %.1f MiB after\n",
+			s.PhonesClosed, mib(s.RSSGrowth), mib(s.BudgetSum), r.Connections.Phones, s.PhoneQueueBytes, s.Bounded, mib(s.RSSAfterClose))
+	}
+	p("  tool cpu     %.2fs (%d CPUs, %s)\n", r.Tool.CPUSeconds, r.Tool.CPUs, r.Tool.GoVersion)
+	if len(r.CloseNotices) > 0 {
+		p("  notices      %s\n", fmtCounts(r.CloseNotices))
+	}
+	if len(r.Errors) == 0 {
+		p("  errors       none\n")
+	} else {
+		p("  errors       %s\n", fmtCounts(r.Errors))
+		for k, v := range r.ErrorSamples {
+			p("               e.g. %s: %s\n", k, v)
+		}
+	}
+	if r.OK {
+		p("  result       OK\n")
+	} else {
+		p("  result       FAILED (errors or frames lost, duplicated, reordered or corrupt)\n")
+	}
+}
+
+func fmtCounts(m map[string]int64) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s ×%d", k, m[k])
+	}
+	return b.String()
+}
