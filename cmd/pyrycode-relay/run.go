@@ -141,6 +141,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	mets.Start(ctx)
 	defer mets.Close()
+	trimCtx, stopTrim := context.WithCancel(ctx)
+	trimDone := make(chan struct{})
+	go trimMemory(trimCtx, trimDone)
+	defer func() { stopTrim(); <-trimDone }()
 
 	errc := make(chan error, len(servers))
 	var wg sync.WaitGroup

@@ -433,7 +433,8 @@ func (r *runner) startProgress() (stop func()) {
 			}
 		}
 	}()
-	return func() { close(quit); <-done }
+	var once sync.Once
+	return func() { once.Do(func() { close(quit); <-done }) } // safe to call twice (deferred and explicit)
 }
 
 func (r *runner) errCount() int64 {

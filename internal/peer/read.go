@@ -27,7 +27,6 @@ func (c *Conn) readLoop(h Handler) (flush bool) {
 		msgOp    Opcode
 		msgLen   int
 		inMsg    bool
-		ctl      [125]byte
 		headroom = c.opt.Headroom
 		room     = c.opt.Headroom + c.opt.Tailroom
 	)
@@ -52,8 +51,13 @@ func (c *Conn) readLoop(h Handler) (flush bool) {
 					return c.readFailed(err)
 				}
 			}
-			p := ctl[:n]
-			unmaskCopy(p, c.chunk.B[c.r:c.r+n], hd.mask, 0)
+			// Control payloads are rare and small: a fresh slice keeps 125
+			// bytes off the reader's stack, which an idle connection keeps.
+			var p []byte
+			if n > 0 {
+				p = make([]byte, n)
+				unmaskCopy(p, c.chunk.B[c.r:c.r+n], hd.mask, 0)
+			}
 			c.consume(n)
 			switch hd.op {
 			case OpPing:

@@ -49,17 +49,19 @@ func (s *Server) serveBinary(w http.ResponseWriter, r *http.Request) {
 // runBinary owns a binary connection from its claim to its release.
 func (s *Server) runBinary(b *localBinary) {
 	defer s.forget(b.conn)
-	log := s.log.With("server_id", b.id, "remote", remoteIP(b.conn))
+	// No per-connection logger (slog's With would keep a preformatted copy
+	// of these attributes for the connection's whole life).
+	remote := remoteIP(b.conn)
 	if !s.claim(b) {
 		s.stats.Upgrade(EndpointServer, OutcomeConflict)
-		log.Info("binary_refused", "code", wire.CloseClaimed.Code)
+		s.log.Info("binary_refused", "server_id", b.id, "remote", remote, "code", wire.CloseClaimed.Code)
 		b.conn.Close(peer.Close(wire.CloseClaimed), false)
 		s.stats.closed(RoleBinary, b.conn.Run(b).Code)
 		return
 	}
 	s.stats.Upgrade(EndpointServer, OutcomeAccepted)
 	s.binaries.Add(1)
-	log.Info("binary_connected")
+	s.log.Info("binary_connected", "server_id", b.id, "remote", remote)
 	info := b.conn.Run(b)
 	s.binaries.Add(-1)
 	s.stats.closed(RoleBinary, info.Code)
@@ -68,9 +70,9 @@ func (s *Server) runBinary(b *localBinary) {
 		grace = 0
 	}
 	if s.dir.Release(b.id, b, grace, s.expireGrace(b.id)) {
-		log.Info("binary_disconnected", "code", info.Code, "grace", grace.String())
+		s.log.Info("binary_disconnected", "server_id", b.id, "remote", remote, "code", info.Code, "grace", grace.String())
 	} else {
-		log.Info("binary_displaced", "code", info.Code)
+		s.log.Info("binary_displaced", "server_id", b.id, "remote", remote, "code", info.Code)
 	}
 }
 
