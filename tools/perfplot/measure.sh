@@ -68,14 +68,14 @@ fi
 if want idle; then # 15,000 idle connections: 7,500 binaries and 7,500 phones
 	for i in 1 2 3; do
 		relay
-		load "idle-$i" --url "$url" --mode idle --conns 15000 --hold 10s --source-ips 127.0.4.0-127.0.7.255
+		load "idle-$i" --url "$url" --mode idle --conns 15000 --hold 30s --source-ips 127.0.4.0-127.0.7.255
 		stop
 	done
 fi
 if want idle-tls; then
 	for i in 1 2 3; do
 		relay_tls
-		load "idle-tls-$i" --url "$turl" --ca-cert "$out/cert.pem" --mode idle --conns 15000 --hold 10s --source-ips 127.0.4.0-127.0.7.255
+		load "idle-tls-$i" --url "$turl" --ca-cert "$out/cert.pem" --mode idle --conns 15000 --hold 30s --source-ips 127.0.4.0-127.0.7.255
 		stop
 	done
 fi
@@ -96,7 +96,7 @@ fi
 if want stall; then # 1,000 phones that never read, one binary sending 4 KiB frames to all of them
 	for q in 262144 4194304; do
 		for i in 1 2; do
-			relay --max-phones-per-server 1000 --phone-queue-bytes "$q" --log-level info
+			relay --max-phones-per-server 1000 --max-frame-bytes 65536 --phone-queue-bytes "$q" --log-level info
 			load "stall-$q-$i" --url "$url" --mode stall --phones 1000 --duration 30s --phone-queue-bytes "$q" \
 				--source-ips 127.0.8.0-127.0.8.255
 			echo "stall-$q-$i: relay logged phone_backlog_full $(grep -c phone_backlog_full "$out/relay.log" || true) times"
