@@ -16,6 +16,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/url"
 	"os"
 	"os/signal"
 	"syscall"
@@ -118,6 +120,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool)
 	if c.Rate < 0 {
 		c.Rate = -1 // WithDefaults turns it into "unlimited"
 	}
+	if sourceIPs == "" && loopbackV4(c.URL) {
+		// A relay's per-IP limits (20 upgrades in a burst by default) would
+		// refuse most of a run from one address; on Linux all of 127/8
+		// reaches the loopback relay, so spread over about a thousand.
+		sourceIPs = defaultSourceIPs
+	}
 	if sourceIPs != "" {
 		ips, err := loadgen.ParseSourceIPs(sourceIPs)
 		if err != nil {
@@ -148,4 +156,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool)
 		return 1
 	}
 	return 0
+}
+
+// defaultSourceIPs is used against a relay on 127/8 when --source-ips is
+// not given: 1,020 addresses, so 15,000 connections stay under 20 per address.
+const defaultSourceIPs = "127.0.1.1-127.0.4.254"
+
+// loopbackV4 reports whether rawURL's host is an IPv4 loopback literal.
+func loopbackV4(rawURL string) bool {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(u.Hostname())
+	return ip != nil && ip.To4() != nil && ip.IsLoopback()
 }
