@@ -38,7 +38,7 @@ type listening func(role string, addr net.Addr)
 // run is the whole program: parse, validate, listen, serve until ctx ends,
 // then drain. It returns the process exit status.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, ready listening) int {
-	cfg, err := config.Parse(args, config.Env{Getenv: getenv, Euid: os.Geteuid()}, stderr)
+	cfg, err := config.Parse(args, config.Env{Getenv: getenv, Euid: os.Geteuid()}, stdout)
 	if errors.Is(err, config.ErrHelp) {
 		return exitOK
 	}
@@ -52,6 +52,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log := newLogger(cfg, stderr)
 	if err := metrics.CheckListen(cfg.MetricsListen, cfg.MetricsPublic); err != nil {
+		fmt.Fprintf(stderr, "pyrycode-relay: %v\n", err)
+		return exitUsage
+	}
+
+	// Certificates and the cert cache are checked before anything logs, so
+	// a bad path is one line on stderr like every other configuration error.
+	relayRef := new(handlerRef)
+	servers, err := buildServers(cfg, relayRef, log)
+	if err != nil {
 		fmt.Fprintf(stderr, "pyrycode-relay: %v\n", err)
 		return exitUsage
 	}
@@ -108,10 +117,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return exitUsage
 	}
 
-	servers, err := buildServers(cfg, srv, lim, log)
-	if err != nil {
-		fmt.Fprintf(stderr, "pyrycode-relay: %v\n", err)
-		return exitUsage
+	relayRef.h = srv
+	for _, s := range servers {
+		s.http.Handler = lim.Middleware(s.http.Handler)
+		s.http.ConnContext = lim.ConnContext
 	}
 	if cfg.MetricsListen != "" {
 		servers = append(servers, server{"metrics", cfg.MetricsListen, &http.Server{
@@ -139,7 +148,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		lns[i] = ln
 	}
-	mets.Start(ctx)
+	mets.Start(context.Background()) // keeps sampling through the drain; Close stops it
 	defer mets.Close()
 	trimCtx, stopTrim := context.WithCancel(ctx)
 	trimDone := make(chan struct{})
@@ -215,16 +224,21 @@ type server struct {
 	http *http.Server
 }
 
-// buildServers returns the HTTP servers for the configured mode.
-// Every one of them sits behind lim: its listener wrapper counts
+// handlerRef lets the servers be built (and their certificates checked)
+// before the relay exists; it is set before anything is served.
+type handlerRef struct{ h http.Handler }
+
+func (r *handlerRef) ServeHTTP(w http.ResponseWriter, req *http.Request) { r.h.ServeHTTP(w, req) }
+
+// buildServers returns the HTTP servers for the configured mode. In run,
+// every one of them is put behind the limiter: its listener wrapper counts
 // connections from accept on (so sockets still in the TLS handshake or
 // header phase count toward the per-IP cap) and its middleware answers
 // over-limit requests before any upgrade.
-func buildServers(cfg config.Config, relaySrv http.Handler, lim *limits.Limiter, log *slog.Logger) ([]server, error) {
+func buildServers(cfg config.Config, relaySrv http.Handler, log *slog.Logger) ([]server, error) {
 	mk := func(h http.Handler, tc *tls.Config) *http.Server {
 		return &http.Server{
-			Handler:           lim.Middleware(h),
-			ConnContext:       lim.ConnContext,
+			Handler:           h, // wrapped by the limiter's middleware in run
 			TLSConfig:         tc,
 			ReadHeaderTimeout: cfg.HeaderTimeout,
 			// Whole-request and response limits for plain HTTP (a slow

@@ -67,6 +67,7 @@ func TestBadConfigurationExitsTwo(t *testing.T) {
 		{[]string{"--insecure-listen", ":0", "--grace", "soon"}, "invalid value"},
 		{[]string{"--no-such-flag"}, "flag provided but not defined"},
 		{[]string{"--insecure-listen", ":0", "extra"}, "unexpected argument"},
+		{[]string{"--tls-cert", "/nonexistent/cert.pem", "--tls-key", "/nonexistent/key.pem", "--https-listen", "127.0.0.1:0"}, "tlsconf"},
 	}
 	for _, tc := range cases {
 		var out, errb syncBuf
@@ -76,6 +77,9 @@ func TestBadConfigurationExitsTwo(t *testing.T) {
 		}
 		if !strings.Contains(errb.String(), tc.want) {
 			t.Errorf("%v: stderr %q does not mention %q", tc.args, errb.String(), tc.want)
+		}
+		if n := strings.Count(errb.String(), "\n"); n != 1 {
+			t.Errorf("%v: %d lines on stderr, want exactly one: %q", tc.args, n, errb.String())
 		}
 	}
 }

@@ -147,7 +147,7 @@ const maxFrameLimit = 64 << 20
 func Parse(args []string, env Env, out io.Writer) (Config, error) {
 	c := Default()
 	fs := flag.NewFlagSet("pyrycode-relay", flag.ContinueOnError)
-	fs.SetOutput(out)
+	fs.SetOutput(io.Discard) // errors are returned as one line; usage only on -h
 	fs.StringVar(&c.Domain, "domain", c.Domain, "serve WSS for this domain with a Let's Encrypt certificate (autocert)")
 	fs.StringVar(&c.HTTPSListen, "https-listen", c.HTTPSListen, "WSS listen address for --domain or --tls-cert")
 	fs.StringVar(&c.HTTPListen, "http-listen", c.HTTPListen, "ACME http-01 challenge listen address for --domain")
@@ -190,6 +190,10 @@ func Parse(args []string, env Env, out io.Writer) (Config, error) {
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: json or text")
 	fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(out)
+			fs.Usage()
+		}
 		return c, err
 	}
 	if fs.NArg() > 0 {
@@ -226,7 +230,7 @@ func (c *Config) readEnv(env Env) error {
 	case "1", "true", "yes":
 		c.Production = true
 	default:
-		return fmt.Errorf("%s: must be 1 or 0", EnvProduction)
+		return fmt.Errorf("%s: must be 1 or 0 (or true/false)", EnvProduction)
 	}
 	if v := get(EnvFCMCredentials); v != "" {
 		c.FCMCredentials = []byte(v)
@@ -350,7 +354,7 @@ func (c *Config) Validate() error {
 	case c.LogFormat != "json" && c.LogFormat != "text":
 		return fmt.Errorf("--log-format: %q is not json or text", c.LogFormat)
 	case !(c.UpgradeRate > 0) || c.UpgradeRate > 1e6:
-		return fmt.Errorf("--upgrade-rate must be above 0 (got %v)", c.UpgradeRate)
+		return fmt.Errorf("--upgrade-rate must be above 0 and at most 1000000 (got %v)", c.UpgradeRate)
 	case c.UpgradeBurst < 1:
 		return fmt.Errorf("--upgrade-burst must be at least 1 (got %d)", c.UpgradeBurst)
 	case c.MaxConnsPerIP < 1:

@@ -54,6 +54,13 @@ func (l *Limiter) Middleware(next http.Handler) http.Handler {
 		var src netip.AddrPort
 		if c != nil {
 			v, s := c.state()
+			if (v == overIPCap || v == overConnCap) && r.URL.Path == "/healthz" {
+				// Health checks are never refused (contract §9); the
+				// over-cap connection is closed after the answer.
+				w.Header().Set("Connection", "close")
+				next.ServeHTTP(w, r)
+				return
+			}
 			switch v {
 			case overIPCap:
 				l.refuse(w, r, http.StatusTooManyRequests, relay.OutcomeIPConnCap, true)

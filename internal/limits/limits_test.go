@@ -89,8 +89,12 @@ func TestPerIPCapCountsHeaderPhase(t *testing.T) {
 	if n := upgrades(e, relay.EndpointServer, relay.OutcomeIPConnCap); n != 1 {
 		t.Fatalf("server ip_connection_cap = %d, want 1", n)
 	}
-	// Non-relay paths get the same answer but are not upgrade outcomes.
-	wantStatus(t, e.request(t, a, getReq("/healthz")), http.StatusTooManyRequests)
+	// Other paths get the same answer but are not upgrade outcomes;
+	// /healthz is never refused (contract §9): answered, then closed.
+	wantStatus(t, e.request(t, a, getReq("/nowhere")), http.StatusTooManyRequests)
+	hz := e.request(t, a, getReq("/healthz"))
+	wantStatus(t, hz, http.StatusOK)
+	wantClosed(t, hz)
 	if n := upgrades(e, relay.EndpointServer, relay.OutcomeIPConnCap) + upgrades(e, relay.EndpointClient, relay.OutcomeIPConnCap); n != 1 {
 		t.Fatalf("ip_connection_cap total = %d, want 1", n)
 	}
@@ -143,7 +147,8 @@ func TestGlobalCap(t *testing.T) {
 	if n := upgrades(e, relay.EndpointClient, relay.OutcomeConnCap); n != 1 {
 		t.Fatalf("client connection_cap = %d, want 1", n)
 	}
-	wantStatus(t, e.request(t, "127.0.0.9", getReq("/healthz")), http.StatusServiceUnavailable)
+	wantStatus(t, e.request(t, "127.0.0.9", getReq("/nowhere")), http.StatusServiceUnavailable)
+	wantStatus(t, e.request(t, "127.0.0.9", getReq("/healthz")), http.StatusOK)
 	if n := upgrades(e, relay.EndpointClient, relay.OutcomeConnCap) + upgrades(e, relay.EndpointServer, relay.OutcomeConnCap); n != 1 {
 		t.Fatalf("connection_cap total = %d, want 1", n)
 	}

@@ -224,7 +224,11 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, ep Endpoint, op
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.draining {
+		// Upgraded just as the drain began: say so like every other
+		// connection (1001 "shutting down"), then hang up.
 		s.stats.Upgrade(ep, OutcomeDraining)
+		_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = nc.Write(shuttingDownFrame)
 		nc.Close()
 		return nil
 	}
@@ -232,6 +236,13 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, ep Endpoint, op
 	s.wg.Add(1)
 	return c
 }
+
+// shuttingDownFrame is a server close frame: 1001 "shutting down".
+var shuttingDownFrame = func() []byte {
+	r := wire.CloseShuttingDown.Reason
+	f := []byte{0x88, byte(2 + len(r)), byte(wire.CloseShuttingDown.Code >> 8), byte(wire.CloseShuttingDown.Code)}
+	return append(f, r...)
+}()
 
 // refuse answers a request that fails the header gate: 400, empty body.
 func (s *Server) refuse(w http.ResponseWriter, ep Endpoint, o Outcome) {
