@@ -135,6 +135,10 @@ type Conn struct {
 	peek     [32]byte     // idle reads land here so idle costs no buffer (non-TCP)
 	raw      syscall.RawConn
 	rawRead  func(fd uintptr) bool // reads into a chunk taken only once data is there
+	rawWrite func(fd uintptr) bool // one non-blocking write of wbuf (inline writes)
+	wbuf     []byte                // inline write: bytes to write; owned by whoever set writing
+	wn       int
+	werr     error
 	rawN     int
 	rawErr   error
 
@@ -178,6 +182,7 @@ func New(nc net.Conn, pending []byte, opt *Options) *Conn {
 		if raw, err := c.tcp.SyscallConn(); err == nil {
 			c.raw = raw
 			c.rawRead = c.readReady
+			c.rawWrite = c.writeReady
 		}
 	}
 	return c
@@ -271,26 +276,31 @@ func (c *Conn) Abort(cl Close) {
 // Send queues a text message without blocking. It fails with ErrQueueFull,
 // queueing nothing, when the message would take the queue over its budget.
 // On success the Conn owns buf (which may be nil); on failure the caller does.
-func (c *Conn) Send(buf *bufpool.Buf, data []byte) error {
+// With now, a message that finds nothing queued is written at once on the
+// caller's goroutine (see enqueueUnlock); callers pass it for the last
+// message of a burst, so that messages arriving together are still written
+// together by the writer.
+func (c *Conn) Send(buf *bufpool.Buf, data []byte, now bool) error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.state != stOpen {
+		c.mu.Unlock()
 		return ErrClosed
 	}
 	cost := costOf(buf, data)
 	if c.queued+cost > c.opt.QueueBytes {
+		c.mu.Unlock()
 		return ErrQueueFull
 	}
 	c.addQueuedLocked(cost)
-	c.pushLocked(item{op: OpText, data: data, buf: buf, cost: cost})
+	c.enqueueUnlock(item{op: OpText, data: data, buf: buf, cost: cost}, now)
 	return nil
 }
 
 // SendWait queues a text message, first waiting while the queue is at or
 // over its budget (back-pressure: the message is never dropped while the
 // connection is open). It returns ErrCanceled when cancel is closed first.
-// Ownership of buf is as for Send.
-func (c *Conn) SendWait(buf *bufpool.Buf, data []byte, cancel <-chan struct{}) error {
+// Ownership of buf and now are as for Send.
+func (c *Conn) SendWait(buf *bufpool.Buf, data []byte, cancel <-chan struct{}, now bool) error {
 	for {
 		c.mu.Lock()
 		if c.state != stOpen {
@@ -300,8 +310,7 @@ func (c *Conn) SendWait(buf *bufpool.Buf, data []byte, cancel <-chan struct{}) e
 		if c.queued < c.opt.QueueBytes {
 			cost := costOf(buf, data)
 			c.addQueuedLocked(cost)
-			c.pushLocked(item{op: OpText, data: data, buf: buf, cost: cost})
-			c.mu.Unlock()
+			c.enqueueUnlock(item{op: OpText, data: data, buf: buf, cost: cost}, now)
 			return nil
 		}
 		if c.spaceCh == nil {
@@ -341,6 +350,11 @@ func (c *Conn) Probe(timeout time.Duration) bool {
 		return false
 	}
 }
+
+// Buffered reports whether more input is already buffered after the
+// message being handled: more messages are coming at once. Only the
+// connection's handler (on its reader goroutine) may call it.
+func (c *Conn) Buffered() bool { return c.r < c.w }
 
 // Options returns the options the connection was made with.
 func (c *Conn) Options() *Options { return c.opt }
@@ -388,6 +402,8 @@ func (c *Conn) dropDataLocked() {
 			it.buf.Release()
 			continue
 		}
+		// A partly written frame (opRaw) stays: dropping it would corrupt
+		// the stream before the close frame.
 		kept = append(kept, it)
 	}
 	clear(c.q[len(kept):])
@@ -413,6 +429,7 @@ func (c *Conn) teardown(flush bool) {
 	c.dropDataLocked()
 	if !flush {
 		for _, it := range c.q {
+			c.addQueuedLocked(-it.cost) // 0 for control frames
 			it.buf.Release()
 		}
 		clear(c.q)

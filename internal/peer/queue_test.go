@@ -1,6 +1,7 @@
 package peer
 
 import (
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -51,7 +52,7 @@ func TestQueueChargesWholeBuffers(t *testing.T) {
 	var sent int
 	for range 100 {
 		b := bufpool.Get(1) // a 512-byte buffer holding a one-byte frame
-		if err := c.Send(b, b.B[:1]); err != nil {
+		if err := c.Send(b, b.B[:1], false); err != nil {
 			b.Release()
 			break
 		}
@@ -96,5 +97,64 @@ func TestPingFloodDoesNotGrowQueue(t *testing.T) {
 	}
 	if maxCtl > 2 {
 		t.Fatalf("%d control frames waiting; pongs must coalesce", maxCtl)
+	}
+}
+
+// Inline writes that the socket takes only in part leave the rest at the
+// head of the queue: every frame must still arrive whole and in order.
+func TestInlinePartialWritesKeepFramesWhole(t *testing.T) {
+	opt := testOptions()
+	opt.QueueBytes = 64 << 20
+	c, client, _ := tcpPair(t, opt)
+	c.tcp.SetWriteBuffer(16384)
+	client.(*net.TCPConn).SetReadBuffer(16384)
+	const frames, size = 16, 20000
+	partialBefore := inlinePartial.Load()
+	go func() {
+		for i := range frames {
+			b := bufpool.Get(16 + size)
+			data := b.B[16 : 16+size]
+			for k := range data {
+				data[k] = byte(i + k)
+			}
+			if err := c.Send(b, data, true); err != nil {
+				b.Release()
+				return
+			}
+		}
+	}()
+	hdr := make([]byte, 4)
+	payload := make([]byte, size)
+	for i := range frames {
+		client.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.ReadFull(client, hdr); err != nil {
+			t.Fatalf("frame %d header: %v", i, err)
+		}
+		if hdr[0] != 0x81 || hdr[1] != 126 || int(hdr[2])<<8|int(hdr[3]) != size {
+			t.Fatalf("frame %d header %x", i, hdr)
+		}
+		if _, err := io.ReadFull(client, payload); err != nil {
+			t.Fatalf("frame %d payload: %v", i, err)
+		}
+		for k, v := range payload {
+			if v != byte(i+k) {
+				t.Fatalf("frame %d byte %d = %d", i, k, v)
+			}
+		}
+	}
+	eventually(t, func() bool { return c.QueuedBytes() == 0 })
+	if inlinePartial.Load() == partialBefore {
+		t.Log("no inline write was partial this time (the socket took every frame whole)")
+	}
+}
+
+func eventually(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached within 5s")
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

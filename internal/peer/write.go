@@ -5,6 +5,8 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -56,6 +58,117 @@ func writerWorker(c *Conn) {
 		case <-idle.C:
 			return
 		}
+	}
+}
+
+// inlinePartial counts inline writes the socket took only in part (tests).
+var inlinePartial atomic.Int64
+
+// opRaw marks an item whose data is already framed: the rest of a frame
+// an inline write could not finish. It never reaches the wire as an opcode.
+const opRaw Opcode = 0xFF
+
+// enqueueUnlock queues a data frame and releases c.mu. When nothing is
+// queued or being written, the frame is written at once on the caller's
+// goroutine with one non-blocking system call, saving the hand-off to a
+// writer goroutine (and the thread wake-ups it costs) on the common path
+// of one frame at a time. Whatever the socket does not take at once goes to
+// the head of the queue for a writer. Called with c.mu held.
+func (c *Conn) enqueueUnlock(it item, now bool) {
+	var frame []byte
+	if now {
+		frame = c.inlineFrame(it)
+	}
+	if frame == nil {
+		c.pushLocked(it)
+		c.mu.Unlock()
+		return
+	}
+	c.writing = true // this goroutine is the writer until it settles below
+	c.mu.Unlock()
+
+	c.wbuf, c.wn, c.werr = frame, 0, nil
+	if err := c.raw.Write(c.rawWrite); err != nil && c.werr == nil {
+		c.werr = err
+	}
+	n, err := c.wn, c.werr
+	c.wbuf = nil
+
+	c.mu.Lock()
+	switch {
+	case err != nil:
+		c.wfailed = true
+		c.dropDataLocked()
+		c.setInfoLocked(CloseInfo{Code: 1001, ByPeer: true, Dropped: true})
+		c.leaveOpenLocked()
+		c.addQueuedLocked(-it.cost)
+		it.buf.Release()
+	case n == len(frame):
+		if c.opt.OnWritten != nil && it.buf != nil && it.buf.Stamp != 0 {
+			c.opt.OnWritten(it.buf.Stamp)
+		}
+		c.addQueuedLocked(-it.cost)
+		it.buf.Release()
+		if c.queued < c.opt.QueueBytes {
+			c.wakeSpaceLocked()
+		}
+	default: // the rest goes first, through a writer
+		inlinePartial.Add(1)
+		it.op, it.data = opRaw, frame[n:]
+		c.q = append(c.q, item{})
+		copy(c.q[1:], c.q)
+		c.q[0] = it
+	}
+	if len(c.q) > 0 || len(c.ctl) > 0 {
+		startWriter(c) // c.writing stays true: the writer takes over
+	} else {
+		c.writing = false
+		if c.wexit != nil {
+			close(c.wexit)
+			c.wexit = nil
+		}
+	}
+	c.mu.Unlock()
+	if err != nil {
+		c.nc.Close() // wakes the reader, which tears the connection down
+	}
+}
+
+// inlineFrame returns the whole frame (header and payload, contiguous) when
+// it can be written inline: a TCP socket, nothing queued or being written,
+// and at least a header's worth of room in the buffer just before the
+// payload, where the header is then written (the bytes there, an envelope's
+// prefix, are no longer needed). Otherwise it returns nil.
+func (c *Conn) inlineFrame(it item) []byte {
+	if c.raw == nil || c.writing || len(c.q) > 0 || len(c.ctl) > 0 || it.buf == nil || len(it.data) == 0 {
+		return nil
+	}
+	b := it.buf.B
+	off := cap(b) - cap(it.data) // where the payload starts, if it lies in b
+	hl := headerLen(len(it.data))
+	if off < hl || off >= len(b) || &b[off] != &it.data[0] {
+		return nil
+	}
+	putHeader(b[off-hl:], it.op, len(it.data))
+	return b[off-hl : off+len(it.data)]
+}
+
+// writeReady is the RawConn callback of an inline write: one attempt, never
+// a wait (EAGAIN leaves wn at 0 and the frame to a writer).
+func (c *Conn) writeReady(fd uintptr) bool {
+	for {
+		n, err := syscall.Write(int(fd), c.wbuf)
+		switch err {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return true
+		case nil:
+			c.wn = n
+		default:
+			c.werr = err
+		}
+		return true
 	}
 }
 
@@ -127,7 +240,7 @@ func (c *Conn) writeLoop() {
 		n := 0
 		for i := range items {
 			it := &items[i]
-			if it.op == OpText {
+			if it.op == OpText || it.op == opRaw {
 				n += it.cost
 				if c.opt.OnWritten != nil && err == nil && !failed && it.buf != nil && it.buf.Stamp != 0 {
 					c.opt.OnWritten(it.buf.Stamp)
@@ -203,9 +316,11 @@ func (c *Conn) writeVec(b *batch, items []item) (int, bool, error) {
 	for ; k < len(items) && k < maxBatch && !closed && (k == 0 || size+len(items[k].data) <= writeChunk); k++ {
 		it := &items[k]
 		size += len(it.data)
-		n := putHeader(h, it.op, len(it.data))
-		vec = append(vec, h[:n])
-		h = h[n:]
+		if it.op != opRaw {
+			n := putHeader(h, it.op, len(it.data))
+			vec = append(vec, h[:n])
+			h = h[n:]
+		}
 		if len(it.data) > 0 {
 			vec = append(vec, it.data)
 		}
@@ -236,9 +351,11 @@ func (c *Conn) writeCoalesced(b *batch, items []item) (int, bool, error) {
 		if len(out) > 0 && len(out)+size > coalesceLimit {
 			break
 		}
-		var hdr [10]byte
-		n := putHeader(hdr[:], it.op, len(it.data))
-		out = append(out, hdr[:n]...)
+		if it.op != opRaw {
+			var hdr [10]byte
+			n := putHeader(hdr[:], it.op, len(it.data))
+			out = append(out, hdr[:n]...)
+		}
 		out = append(out, it.data...)
 		closed = it.op == OpClose
 	}

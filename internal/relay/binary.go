@@ -19,8 +19,8 @@ type localBinary struct {
 
 var _ Binary = (*localBinary)(nil)
 
-func (b *localBinary) Deliver(buf *bufpool.Buf, msg []byte, cancel <-chan struct{}) error {
-	return b.conn.SendWait(buf, msg, cancel)
+func (b *localBinary) Deliver(buf *bufpool.Buf, msg []byte, cancel <-chan struct{}, last bool) error {
+	return b.conn.SendWait(buf, msg, cancel, last)
 }
 
 func (b *localBinary) Probe(timeout time.Duration) bool { return b.conn.Probe(timeout) }
@@ -130,7 +130,7 @@ func evict(phones []Phone, cl peer.Close) {
 
 // HandleMessage routes one envelope from the binary. Anything malformed is
 // dropped and counted; the binary connection always stays open.
-func (b *localBinary) HandleMessage(_ *peer.Conn, op peer.Opcode, buf *bufpool.Buf, payload []byte) {
+func (b *localBinary) HandleMessage(c *peer.Conn, op peer.Opcode, buf *bufpool.Buf, payload []byte) {
 	s := b.s
 	if op != peer.OpText {
 		s.stats.DroppedBinaryOp.Add(1)
@@ -169,7 +169,7 @@ func (b *localBinary) HandleMessage(_ *peer.Conn, op peer.Opcode, buf *bufpool.B
 		p.CloseDirective(buf, env.Frame, env.CloseCode)
 		return
 	}
-	p.Deliver(buf, env.Frame)
+	p.Deliver(buf, env.Frame, !c.Buffered())
 }
 
 // pushWake validates a push_wake request and hands it to the PushSink.

@@ -28,8 +28,8 @@ type localPhone struct {
 
 var _ Phone = (*localPhone)(nil)
 
-func (p *localPhone) Deliver(buf *bufpool.Buf, frame []byte) {
-	switch err := p.conn.Send(buf, frame); {
+func (p *localPhone) Deliver(buf *bufpool.Buf, frame []byte, last bool) {
+	switch err := p.conn.Send(buf, frame, last); {
 	case err == nil:
 		if max := p.s.cfg.MaxQueuedBytes; max > 0 && p.s.stats.QueuedBytes.Load() > max {
 			p.s.shedLargestBacklog()
@@ -48,7 +48,7 @@ func (p *localPhone) Deliver(buf *bufpool.Buf, frame []byte) {
 func (p *localPhone) CloseDirective(buf *bufpool.Buf, frame []byte, code int) {
 	p.silent.Store(true)
 	if frame != nil {
-		p.Deliver(buf, frame)
+		p.Deliver(buf, frame, false) // the close frame follows
 	}
 	p.conn.Close(peer.Close{Code: code}, true)
 }
@@ -107,7 +107,7 @@ func (s *Server) runPhone(p *localPhone) {
 	}
 	buf := bufpool.Get(len(p.connID) + 40)
 	msg := wire.AppendCloseNotice(buf.B[:0], p.connID, info.Code)
-	if p.binary.Deliver(buf, msg, nil) != nil {
+	if p.binary.Deliver(buf, msg, nil, true) != nil {
 		buf.Release()
 	}
 }
@@ -131,10 +131,10 @@ func (p *localPhone) HandleMessage(c *peer.Conn, op peer.Opcode, buf *bufpool.Bu
 		return
 	}
 	head := p.s.phoneOpt.Headroom
-	wire.PutSplicePrefix(buf.B, p.connID)
+	wire.PutSplicePrefix(buf.B[frameRoom:], p.connID)
 	end := head + len(payload)
 	buf.B[end] = '}'
-	err := p.binary.Deliver(buf, buf.B[:end+1], c.Closing())
+	err := p.binary.Deliver(buf, buf.B[frameRoom:end+1], c.Closing(), !c.Buffered())
 	if err == nil {
 		p.s.stats.FramesToBinary.Add(1)
 		p.s.stats.BytesToBinary.Add(int64(len(payload)))

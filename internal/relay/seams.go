@@ -16,8 +16,9 @@ type Binary interface {
 	// binary, waiting while its queue is over budget: phone-to-binary
 	// traffic is back-pressured, never dropped. It returns early with an
 	// error when cancel closes or the binary is gone; the caller keeps buf
-	// only when an error is returned.
-	Deliver(buf *bufpool.Buf, msg []byte, cancel <-chan struct{}) error
+	// only when an error is returned. last says no other message is
+	// arriving with this one, so it may be written at once.
+	Deliver(buf *bufpool.Buf, msg []byte, cancel <-chan struct{}, last bool) error
 	// Probe pings the binary and reports whether it answers within timeout.
 	Probe(timeout time.Duration) bool
 	// Evict closes the binary with cl.
@@ -28,8 +29,8 @@ type Binary interface {
 type Phone interface {
 	// Deliver queues frame for the phone without blocking; a phone whose
 	// queue would overflow is closed ("phone backlog full"). It always takes
-	// buf.
-	Deliver(buf *bufpool.Buf, frame []byte)
+	// buf. last is as for Binary.Deliver.
+	Deliver(buf *bufpool.Buf, frame []byte, last bool)
 	// CloseDirective delivers frame (nil for none) after everything queued
 	// before it and then closes the phone with code. No close notice
 	// follows. It always takes buf (which may be nil).

@@ -142,7 +142,9 @@ func New(cfg Config, log *slog.Logger, opts ...Option) *Server {
 	s.phoneOpt = base
 	s.phoneOpt.QueueBytes = cfg.PhoneQueueBytes
 	s.phoneOpt.QueueGauge = &s.stats.QueuedBytes
-	s.phoneOpt.Headroom = wire.SplicePrefixLen(s.ids.next())
+	// Room for the envelope's prefix, and in front of it for a WebSocket
+	// frame header, so the envelope can go out without being copied.
+	s.phoneOpt.Headroom = frameRoom + wire.SplicePrefixLen(s.ids.next())
 	s.phoneOpt.Tailroom = 1
 	s.phoneOpt = s.phoneOpt.WithDefaults()
 	return s
@@ -236,6 +238,10 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, ep Endpoint, op
 	s.wg.Add(1)
 	return c
 }
+
+// frameRoom is the room kept in front of a phone's envelope for the frame
+// header (at most 10 bytes for a server frame).
+const frameRoom = 10
 
 // shuttingDownFrame is a server close frame: 1001 "shutting down".
 var shuttingDownFrame = func() []byte {
