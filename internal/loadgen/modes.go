@@ -204,13 +204,7 @@ func (r *runner) runRT() (*Result, error) {
 	sleepCtx(r.ctx, cfg.Duration)
 	r.phase.Store(phDrain)
 	res := r.result(w, "round_trip", r.measured(), len(r.binaries)+len(r.phones))
-	r.drain()
-	stop()
-	r.closeAll()
-	res.Latency = r.latency()
-	r.streamTotals(&res.Frames)
-	res.Params.Warmup = cfg.Warmup.Seconds()
-	return r.finish(res), nil
+	return r.conclude(res, stop), nil
 }
 
 // runIdle: hold binaries and phones open (each phone has made one round
@@ -441,13 +435,7 @@ func (r *runner) runFanout() (*Result, error) {
 		b.nudge()
 	}
 	writers.Wait()
-	r.drain()
-	stop()
-	r.closeAll()
-	res.Latency = r.latency()
-	r.streamTotals(&res.Frames)
-	res.Params.Warmup = cfg.Warmup.Seconds()
-	return r.finish(res), nil
+	return r.conclude(res, stop), nil
 }
 
 // runStall: phones that never read (with a small receive buffer) and a
@@ -604,4 +592,16 @@ func (r *runner) runChurn() (*Result, error) {
 	res.Latency = h.summary()
 	res.Params.Rate = cfg.Rate
 	return r.finish(res), nil
+}
+
+// conclude ends a timed run: waits for frames still in flight, stops the
+// progress line, closes every connection and fills in the totals.
+func (r *runner) conclude(res *Result, stop func()) *Result {
+	r.drain()
+	stop()
+	r.closeAll()
+	res.Latency = r.latency()
+	r.streamTotals(&res.Frames)
+	res.Params.Warmup = r.cfg.Warmup.Seconds()
+	return r.finish(res)
 }
