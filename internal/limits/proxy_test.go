@@ -48,8 +48,12 @@ func TestProxyProtocolFromTrustedPeer(t *testing.T) {
 	if n := e.lim.ConnsFrom(netip.MustParseAddr(proxy)); n != 0 {
 		t.Fatalf("proxy holds %d per-IP slots", n)
 	}
-	if logs := e.logs.String(); !strings.Contains(logs, `"remote":"192.0.2.1"`) {
-		t.Fatalf("relay log does not show the PROXY source:\n%s", logs)
+	// The relay logs binary_connected just after counting the binary.
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(e.logs.String(), `"remote":"192.0.2.1"`); {
+		if time.Now().After(deadline) {
+			t.Fatalf("relay log does not show the PROXY source:\n%s", e.logs.String())
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
 
 	// v2 with the same source: over its cap of one.

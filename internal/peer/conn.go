@@ -351,6 +351,28 @@ func (c *Conn) Probe(timeout time.Duration) bool {
 	}
 }
 
+// HoldWrites keeps the connection from writing anything until
+// ReleaseWrites, while messages may already be queued: the opening
+// handshake's 101 response must go out first. Call it before the Conn is
+// shared.
+func (c *Conn) HoldWrites() {
+	c.mu.Lock()
+	c.writing = true // as if a writer ran: nobody starts one
+	c.mu.Unlock()
+}
+
+// ReleaseWrites ends HoldWrites and starts a writer for whatever was queued
+// meanwhile.
+func (c *Conn) ReleaseWrites() {
+	c.mu.Lock()
+	c.writing = false
+	if len(c.q) > 0 || len(c.ctl) > 0 {
+		c.writing = true
+		startWriter(c)
+	}
+	c.mu.Unlock()
+}
+
 // Buffered reports whether more input is already buffered after the
 // message being handled: more messages are coming at once. Only the
 // connection's handler (on its reader goroutine) may call it.

@@ -52,35 +52,55 @@ func headerHasToken(h http.Header, name, token string) bool {
 // The caller should return from the HTTP handler promptly: that frees the
 // per-connection buffers net/http keeps for a serving goroutine.
 func Upgrade(w http.ResponseWriter, r *http.Request, writeTimeout time.Duration) (net.Conn, []byte, error) {
+	nc, pending, accept, err := Hijack(w, r)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := Accept(nc, accept, writeTimeout); err != nil {
+		return nil, nil, err
+	}
+	return nc, pending, nil
+}
+
+// Hijack is the first half of Upgrade: it checks the handshake (answering
+// 400 when it is not one), takes the connection over and returns the
+// Sec-WebSocket-Accept value, without answering yet. The caller then does
+// what must happen before the client may proceed and calls Accept.
+func Hijack(w http.ResponseWriter, r *http.Request) (nc net.Conn, pending []byte, accept string, err error) {
 	if !CheckUpgrade(r) {
 		w.Header().Set("Sec-Websocket-Version", "13")
 		w.WriteHeader(http.StatusBadRequest)
-		return nil, nil, ErrNotWebSocket
+		return nil, nil, "", ErrNotWebSocket
 	}
 	h := sha1.New()
 	h.Write([]byte(r.Header.Get("Sec-Websocket-Key")))
 	h.Write([]byte(wsGUID))
 	var sum [sha1.Size]byte
-	accept := base64.StdEncoding.EncodeToString(h.Sum(sum[:0]))
+	accept = base64.StdEncoding.EncodeToString(h.Sum(sum[:0]))
 
 	nc, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, "", err
 	}
-	var pending []byte
 	if n := brw.Reader.Buffered(); n > 0 {
 		pending = make([]byte, n)
 		if _, err := brw.Reader.Read(pending); err != nil {
 			nc.Close()
-			return nil, nil, err
+			return nil, nil, "", err
 		}
 	}
+	return nc, pending, accept, nil
+}
+
+// Accept writes the 101 response that completes a hijacked handshake. On
+// failure it closes nc.
+func Accept(nc net.Conn, accept string, writeTimeout time.Duration) error {
 	resp := "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " + accept + "\r\n\r\n"
 	_ = nc.SetDeadline(time.Now().Add(writeTimeout))
 	if _, err := nc.Write([]byte(resp)); err != nil {
 		nc.Close()
-		return nil, nil, err
+		return err
 	}
 	_ = nc.SetDeadline(time.Time{})
-	return nc, pending, nil
+	return nil
 }

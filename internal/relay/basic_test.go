@@ -25,3 +25,20 @@ func TestRoundTripByteExact(t *testing.T) {
 		t.Fatalf("phone got %q want %q", got, back)
 	}
 }
+
+// §2: "the binary is registered the moment its upgrade completes". A phone
+// dialled the instant the binary's handshake returns must find it.
+func TestBinaryRegisteredWhenUpgradeCompletes(t *testing.T) {
+	tr := startRelay(t, Config{})
+	for i := range 40 {
+		id := fmt.Sprintf("instant-%d", i)
+		bin := tr.dial("/v1/server", binaryHeaders(id))
+		ph := tr.dial("/v1/client", phoneHeaders(id)) // no waiting in between
+		send(t, ph, `"hello"`)
+		if got := string(read(t, bin)); !regexp.MustCompile(`^\{"conn_id":"c-[0-9a-f]{16}","frame":"hello"\}$`).MatchString(got) {
+			t.Fatalf("round %d: binary got %q", i, got)
+		}
+		bin.Close()
+		ph.Close()
+	}
+}

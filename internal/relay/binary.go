@@ -27,7 +27,11 @@ func (b *localBinary) Probe(timeout time.Duration) bool { return b.conn.Probe(ti
 
 func (b *localBinary) Evict(cl peer.Close) { b.conn.Close(cl, false) }
 
-// serveBinary is /v1/server: the pyry daemon claiming its server-id.
+// serveBinary is /v1/server: the pyry daemon claiming its server-id. The
+// claim is made before the 101 response goes out, so the binary is
+// registered the moment its upgrade completes: a phone that dials right
+// after cannot find the id missing. A conflicting claim is answered with
+// 101 as well and resolved afterwards (probe, then 4409 or takeover).
 func (s *Server) serveBinary(w http.ResponseWriter, r *http.Request) {
 	id := r.Header.Get(wire.HeaderServer)
 	switch {
@@ -37,22 +41,50 @@ func (s *Server) serveBinary(w http.ResponseWriter, r *http.Request) {
 	case !wire.ValidServerID(id):
 		s.refuse(w, EndpointServer, OutcomeBadID)
 		return
+	case s.isDraining():
+		s.stats.Upgrade(EndpointServer, OutcomeDraining)
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return
 	}
-	c := s.upgrade(w, r, EndpointServer, &s.binOpt)
-	if c == nil {
+	if !peer.CheckUpgrade(r) {
+		s.stats.Upgrade(EndpointServer, OutcomeNotWebSocket)
+	}
+	nc, pending, accept, err := peer.Hijack(w, r)
+	if err != nil {
+		s.log.Debug("upgrade_failed", "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
+		return
+	}
+	c := peer.New(nc, pending, &s.binOpt)
+	c.HoldWrites() // phones may queue frames once the claim is made; the 101 goes first
+	if !s.track(c) {
+		s.stats.Upgrade(EndpointServer, OutcomeDraining)
+		_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = nc.Write([]byte("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"))
+		nc.Close()
 		return
 	}
 	b := &localBinary{s: s, id: id, conn: c}
-	go s.runBinary(b)
+	res := s.dir.Claim(b.id, b)
+	if res.Outcome == registry.Reclaimed {
+		s.stats.GraceReclaimed.Add(1)
+		evict(res.Evicted, peer.Close(wire.CloseReclaimed))
+	}
+	if err := peer.Accept(nc, accept, s.cfg.WriteTimeout); err != nil {
+		// The socket is gone; Run notices at once and the claim ends as
+		// for any binary that drops.
+		c.Abort(peer.Close(wire.CloseGoingAway))
+	}
+	c.ReleaseWrites()
+	go s.runBinary(b, res)
 }
 
 // runBinary owns a binary connection from its claim to its release.
-func (s *Server) runBinary(b *localBinary) {
+func (s *Server) runBinary(b *localBinary, res registry.ClaimResult[Binary, Phone]) {
 	defer s.forget(b.conn)
 	// No per-connection logger (slog's With would keep a preformatted copy
 	// of these attributes for the connection's whole life).
 	remote := remoteIP(b.conn)
-	if !s.claim(b) {
+	if res.Outcome == registry.Conflict && !s.resolveConflict(b, res.Incumbent) {
 		s.stats.Upgrade(EndpointServer, OutcomeConflict)
 		s.log.Info("binary_refused", "server_id", b.id, "remote", remote, "code", wire.CloseClaimed.Code)
 		b.conn.Close(peer.Close(wire.CloseClaimed), false)
@@ -76,10 +108,24 @@ func (s *Server) runBinary(b *localBinary) {
 	}
 }
 
-// claim registers b as the holder of its id, running the conflict probe
-// against a live incumbent. It reports whether b now holds the id.
-func (s *Server) claim(b *localBinary) bool {
+// resolveConflict runs the conflict probe against a live incumbent and
+// takes the id over if it stays silent. It reports whether b now holds the
+// id; false means 4409.
+func (s *Server) resolveConflict(b *localBinary, incumbent Binary) bool {
 	for range 3 { // retried only when the id changes hands during a probe
+		if incumbent.Probe(s.cfg.ProbeTimeout) {
+			return false
+		}
+		evicted, ok := s.dir.TakeOver(b.id, incumbent, b)
+		if ok {
+			s.stats.Takeovers.Add(1)
+			s.log.Info("binary_takeover", "server_id", b.id)
+			// Phones first: a phone waiting on the silent incumbent's full
+			// queue must learn of the reclaim, not of a vanished binary.
+			evict(evicted, peer.Close(wire.CloseReclaimed))
+			incumbent.Evict(peer.Close(wire.CloseHeartbeat))
+			return true
+		}
 		res := s.dir.Claim(b.id, b)
 		switch res.Outcome {
 		case registry.Claimed:
@@ -89,20 +135,7 @@ func (s *Server) claim(b *localBinary) bool {
 			evict(res.Evicted, peer.Close(wire.CloseReclaimed))
 			return true
 		}
-		if res.Incumbent.Probe(s.cfg.ProbeTimeout) {
-			return false
-		}
-		evicted, ok := s.dir.TakeOver(b.id, res.Incumbent, b)
-		if !ok {
-			continue
-		}
-		s.stats.Takeovers.Add(1)
-		s.log.Info("binary_takeover", "server_id", b.id)
-		// Phones first: a phone waiting on the silent incumbent's full
-		// queue must learn of the reclaim, not of a vanished binary.
-		evict(evicted, peer.Close(wire.CloseReclaimed))
-		res.Incumbent.Evict(peer.Close(wire.CloseHeartbeat))
-		return true
+		incumbent = res.Incumbent
 	}
 	return false
 }

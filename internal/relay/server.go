@@ -223,9 +223,7 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, ep Endpoint, op
 		return nil
 	}
 	c := peer.New(nc, pending, opt)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.draining {
+	if !s.track(c) {
 		// Upgraded just as the drain began: say so like every other
 		// connection (1001 "shutting down"), then hang up.
 		s.stats.Upgrade(ep, OutcomeDraining)
@@ -234,9 +232,20 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, ep Endpoint, op
 		nc.Close()
 		return nil
 	}
+	return c
+}
+
+// track starts tracking c for Shutdown; it reports false when the drain has
+// begun (then c must be dropped).
+func (s *Server) track(c *peer.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining {
+		return false
+	}
 	s.conns[c] = struct{}{}
 	s.wg.Add(1)
-	return c
+	return true
 }
 
 // frameRoom is the room kept in front of a phone's envelope for the frame
