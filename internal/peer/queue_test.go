@@ -1,6 +1,7 @@
 package peer
 
 import (
+	"bytes"
 	"io"
 	"net"
 	"testing"
@@ -157,4 +158,29 @@ func eventually(t *testing.T, cond func() bool) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// A control frame must never be written inside a frame that an inline
+// write left half-sent.
+func TestControlFrameWaitsForPartialFrame(t *testing.T) {
+	server, client := net.Pipe()
+	defer client.Close()
+	c := New(server, nil, testOptions())
+	c.mu.Lock()
+	c.writing = true // hold the writer while the state is set up
+	c.q = append(c.q, item{op: opRaw, data: []byte("rest-of-frame")})
+	c.controlLocked(OpPing, nil)
+	c.writing = false
+	c.wakeWriterLocked()
+	c.mu.Unlock()
+	want := append([]byte("rest-of-frame"), 0x89, 0x00)
+	got := make([]byte, len(want))
+	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(client, got); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("wrote %q, want %q", got, want)
+	}
+	server.Close()
 }

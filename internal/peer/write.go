@@ -231,11 +231,20 @@ func (c *Conn) writeLoop() {
 
 		var err error
 		sentClose := false
-		if !failed && len(ctl) > 0 {
+		// The rest of a frame an inline write began must go before any
+		// control frame, or the control frame would land inside it.
+		head := 0
+		if len(items) > 0 && items[0].op == opRaw {
+			head = 1
+			if !failed {
+				_, err = c.writeItems(b, items[:1])
+			}
+		}
+		if !failed && err == nil && len(ctl) > 0 {
 			sentClose, err = c.writeItems(b, ctl)
 		}
-		if !failed && err == nil && len(items) > 0 {
-			sentClose, err = c.writeItems(b, items)
+		if !failed && err == nil && len(items) > head {
+			sentClose, err = c.writeItems(b, items[head:])
 		}
 		n := 0
 		for i := range items {
