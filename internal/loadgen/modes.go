@@ -406,11 +406,7 @@ func (r *runner) prepareSlots() {
 // binary's send to the phone's receipt.
 func (r *runner) runFanout() (*Result, error) {
 	cfg := r.cfg
-	r.prepareSlots()
-	r.beginRelay()
-	r.progress = func() string { return fmt.Sprintf("connecting: %d open, %d errors", r.open.Load(), r.errCount()) }
-	stop := r.startProgress()
-	r.connectBinaries(r.fanReader)
+	stop := r.startFanBinaries()
 	ackEvery := max(1, cfg.Window/4)
 	r.connectPhones(0, func(p *phone) { p.h = new(hist) }, func(p *phone) { r.phoneLoop(p, ackEvery) })
 	stop()
@@ -444,11 +440,7 @@ func (r *runner) runFanout() (*Result, error) {
 // queue budgets.
 func (r *runner) runStall() (*Result, error) {
 	cfg := r.cfg
-	r.prepareSlots()
-	r.beginRelay()
-	r.progress = func() string { return fmt.Sprintf("connecting: %d open, %d errors", r.open.Load(), r.errCount()) }
-	stop := r.startProgress()
-	r.connectBinaries(r.fanReader)
+	stop := r.startFanBinaries()
 	r.connectPhones(cfg.StallRecvBuf, nil, nil)
 	stop()
 	if len(r.phones) == 0 {
@@ -604,4 +596,16 @@ func (r *runner) conclude(res *Result, stop func()) *Result {
 	r.streamTotals(&res.Frames)
 	res.Params.Warmup = r.cfg.Warmup.Seconds()
 	return r.finish(res)
+}
+
+// startFanBinaries prepares the phone slots, starts reading the relay's
+// figures and a "connecting" progress line, and connects the fan-out
+// binaries. It returns the progress line's stop.
+func (r *runner) startFanBinaries() (stop func()) {
+	r.prepareSlots()
+	r.beginRelay()
+	r.progress = func() string { return fmt.Sprintf("connecting: %d open, %d errors", r.open.Load(), r.errCount()) }
+	stop = r.startProgress()
+	r.connectBinaries(r.fanReader)
+	return stop
 }

@@ -12,22 +12,11 @@ import (
 // parseRSAKey reads a PEM RSA private key (PKCS #8, as Google issues them,
 // or PKCS #1). Its errors describe the problem without quoting the input.
 func parseRSAKey(s string) (*rsa.PrivateKey, error) {
-	block, _ := pem.Decode([]byte(s))
-	if block == nil {
-		return nil, errorString("is not a PEM private key")
-	}
-	var key any
-	var err error
-	switch block.Type {
-	case "PRIVATE KEY":
-		key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
-	case "RSA PRIVATE KEY":
-		key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
-	default:
-		return nil, errorString("is not a PEM private key")
-	}
+	key, err := parsePrivateKey([]byte(s), "RSA PRIVATE KEY", func(der []byte) (any, error) {
+		return x509.ParsePKCS1PrivateKey(der)
+	})
 	if err != nil {
-		return nil, errorString("cannot be parsed")
+		return nil, err
 	}
 	rk, ok := key.(*rsa.PrivateKey)
 	if !ok {
@@ -37,12 +26,28 @@ func parseRSAKey(s string) (*rsa.PrivateKey, error) {
 }
 
 // parseECKey reads a PEM ECDSA P-256 private key (PKCS #8, as Apple issues
-// them, or SEC 1).
+// them, or SEC 1). A key pasted on one line with literal \n is accepted.
 func parseECKey(b []byte) (*ecdsa.PrivateKey, error) {
-	block, _ := pem.Decode(b)
-	if block == nil && strings.Contains(string(b), `\n`) {
-		block, _ = pem.Decode([]byte(strings.ReplaceAll(string(b), `\n`, "\n")))
+	if block, _ := pem.Decode(b); block == nil && strings.Contains(string(b), `\n`) {
+		b = []byte(strings.ReplaceAll(string(b), `\n`, "\n"))
 	}
+	key, err := parsePrivateKey(b, "EC PRIVATE KEY", func(der []byte) (any, error) {
+		return x509.ParseECPrivateKey(der)
+	})
+	if err != nil {
+		return nil, err
+	}
+	ek, ok := key.(*ecdsa.PrivateKey)
+	if !ok || ek.Curve != elliptic.P256() {
+		return nil, errorString("is not an ECDSA P-256 key")
+	}
+	return ek, nil
+}
+
+// parsePrivateKey decodes one PEM private key: PKCS #8, or the one legacy
+// block type given. Errors never quote the input.
+func parsePrivateKey(b []byte, legacyType string, legacy func([]byte) (any, error)) (any, error) {
+	block, _ := pem.Decode(b)
 	if block == nil {
 		return nil, errorString("is not a PEM private key")
 	}
@@ -51,19 +56,15 @@ func parseECKey(b []byte) (*ecdsa.PrivateKey, error) {
 	switch block.Type {
 	case "PRIVATE KEY":
 		key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
-	case "EC PRIVATE KEY":
-		key, err = x509.ParseECPrivateKey(block.Bytes)
+	case legacyType:
+		key, err = legacy(block.Bytes)
 	default:
 		return nil, errorString("is not a PEM private key")
 	}
 	if err != nil {
 		return nil, errorString("cannot be parsed")
 	}
-	ek, ok := key.(*ecdsa.PrivateKey)
-	if !ok || ek.Curve != elliptic.P256() {
-		return nil, errorString("is not an ECDSA P-256 key")
-	}
-	return ek, nil
+	return key, nil
 }
 
 type errorString string
