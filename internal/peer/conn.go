@@ -127,27 +127,27 @@ type Conn struct {
 	opt *Options
 
 	// Reader state, touched only by Run's goroutine.
-	pend     []byte       // bytes read with the handshake, consumed first
-	chunk    *bufpool.Buf // buffered input; nil while idle
-	r, w     int          // unread input is chunk.B[r:w]
-	deadline bool         // a message deadline is set on the socket
-	msgTimed bool         // ... and it was set for the message now arriving
-	peek     [32]byte     // idle reads land here so idle costs no buffer (non-TCP)
-	raw      syscall.RawConn
-	rawRead  func(fd uintptr) bool // reads into a chunk taken only once data is there
-	rawWrite func(fd uintptr) bool // one non-blocking write of wbuf (inline writes)
-	wbuf     []byte                // inline write: bytes to write; owned by whoever set writing
-	wn       int
-	werr     error
-	rawN     int
-	rawErr   error
+	pend       []byte       // bytes read with the handshake, consumed first
+	chunk      *bufpool.Buf // buffered input; nil while idle
+	r, w       int          // unread input is chunk.B[r:w]
+	deadline   bool         // a message deadline is set on the socket
+	msgTimed   bool         // ... and it was set for the message now arriving
+	peek       [32]byte     // idle reads land here so idle costs no buffer (non-TCP)
+	raw        syscall.RawConn
+	rawRead    func(fd uintptr) bool // reads into a chunk taken only once data is there
+	rawWriteFn func(fd uintptr)      // one non-blocking write of wbuf (inline writes)
+	wbuf       []byte                // inline write: bytes to write; owned by whoever set writing
+	wn         int
+	werr       error
+	rawN       int
+	rawErr     error
 
 	closing atomic.Bool // our close frame went out: read deadline belongs to the close wait
 
-	hb       *time.Timer
-	hbWait   atomic.Bool  // a ping is outstanding
-	pongSeen atomic.Bool  // a pong arrived since the last ping
-	pingAt   atomic.Int64 // unix nanos of the outstanding ping
+	hb         *time.Timer
+	pongSeen   atomic.Bool // a pong arrived since the timer last looked
+	nextPing   time.Time   // heartbeat callback only: when the next ping is due
+	unanswered time.Time   // heartbeat callback only: oldest ping with no pong since; zero if none
 
 	done chan struct{} // closed when Run has finished
 
@@ -182,7 +182,7 @@ func New(nc net.Conn, pending []byte, opt *Options) *Conn {
 		if raw, err := c.tcp.SyscallConn(); err == nil {
 			c.raw = raw
 			c.rawRead = c.readReady
-			c.rawWrite = c.writeReady
+			c.rawWriteFn = c.writeOnce
 		}
 	}
 	return c

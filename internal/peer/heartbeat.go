@@ -2,14 +2,24 @@ package peer
 
 import "time"
 
-// Heartbeat: one timer per connection, alternating between "time to ping"
-// and "pong due". Receiving a pong only sets a flag, so the reader never
-// touches the timer; the timer checks the flag when the pong is due.
+// Heartbeat: one timer per connection. It fires at whichever comes first of
+// the next ping (every HeartbeatInterval, whatever the timeout) and the pong
+// deadline of the oldest unanswered ping (HeartbeatTimeout after it went
+// out). Receiving a pong only sets a flag, so the reader never touches the
+// timer; the timer looks at the flag when it fires. A pong counts for every
+// ping sent before it (pings carry no payload to tell them apart), so a peer
+// that answers anything is alive; one that answers nothing is closed at most
+// HeartbeatTimeout after the first ping it left unanswered.
+//
+// nextPing and unanswered belong to the timer callback: it is the only code
+// that re-arms the timer, and it does so as its last step, so no two runs of
+// it overlap.
 
 func (c *Conn) startHeartbeat() {
 	if c.opt.HeartbeatInterval <= 0 {
 		return
 	}
+	c.nextPing = time.Now().Add(c.opt.HeartbeatInterval)
 	// Armed only after c.hb is set, so the callback always sees it.
 	c.hb = time.AfterFunc(time.Duration(1<<63-1), c.onHeartbeat)
 	c.hb.Reset(c.opt.HeartbeatInterval)
@@ -27,23 +37,28 @@ func (c *Conn) onHeartbeat() {
 		return
 	default:
 	}
-	if c.hbWait.Load() {
-		if !c.pongSeen.Load() {
-			c.Close(c.opt.ReasonHeartbeat, false)
-			return
+	now := time.Now()
+	if c.pongSeen.Swap(false) {
+		c.unanswered = time.Time{}
+	}
+	if !c.unanswered.IsZero() && !now.Before(c.unanswered.Add(c.opt.HeartbeatTimeout)) {
+		c.Close(c.opt.ReasonHeartbeat, false)
+		return
+	}
+	if !now.Before(c.nextPing) {
+		if c.unanswered.IsZero() {
+			c.unanswered = now
 		}
-		next := time.Until(time.Unix(0, c.pingAt.Load()).Add(c.opt.HeartbeatInterval))
-		if next > 0 {
-			c.hbWait.Store(false)
-			c.hb.Reset(next)
-			return
+		c.sendControl(OpPing, nil)
+		c.nextPing = now.Add(c.opt.HeartbeatInterval)
+	}
+	next := c.nextPing
+	if !c.unanswered.IsZero() {
+		if due := c.unanswered.Add(c.opt.HeartbeatTimeout); due.Before(next) {
+			next = due
 		}
 	}
-	c.pongSeen.Store(false)
-	c.pingAt.Store(time.Now().UnixNano())
-	c.hbWait.Store(true)
-	c.sendControl(OpPing, nil)
-	c.hb.Reset(c.opt.HeartbeatTimeout)
+	c.hb.Reset(next.Sub(now))
 }
 
 // gotPong records a pong for the heartbeat and answers waiting probes.

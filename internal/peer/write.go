@@ -87,8 +87,14 @@ func (c *Conn) enqueueUnlock(it item, now bool) {
 	c.writing = true // this goroutine is the writer until it settles below
 	c.mu.Unlock()
 
+	// Control, not Write: RawConn.Write first checks the write deadline,
+	// which is whatever the writer goroutine last set for its own write
+	// (a ping, a pong, an earlier batch) and long past for a connection
+	// that has been idle. This write needs no deadline of its own: it is
+	// one non-blocking system call that never waits (EAGAIN leaves the
+	// frame to a writer, which sets a fresh deadline for every write).
 	c.wbuf, c.wn, c.werr = frame, 0, nil
-	if err := c.raw.Write(c.rawWrite); err != nil && c.werr == nil {
+	if err := c.raw.Control(c.rawWriteFn); err != nil && c.werr == nil {
 		c.werr = err
 	}
 	n, err := c.wn, c.werr
@@ -153,22 +159,21 @@ func (c *Conn) inlineFrame(it item) []byte {
 	return b[off-hl : off+len(it.data)]
 }
 
-// writeReady is the RawConn callback of an inline write: one attempt, never
-// a wait (EAGAIN leaves wn at 0 and the frame to a writer).
-func (c *Conn) writeReady(fd uintptr) bool {
+// writeOnce is the RawConn.Control callback of an inline write: one
+// attempt, never a wait (EAGAIN leaves wn at 0 and the frame to a writer).
+func (c *Conn) writeOnce(fd uintptr) {
 	for {
 		n, err := syscall.Write(int(fd), c.wbuf)
 		switch err {
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
-			return true
 		case nil:
 			c.wn = n
 		default:
 			c.werr = err
 		}
-		return true
+		return
 	}
 }
 

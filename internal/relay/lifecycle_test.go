@@ -1356,3 +1356,25 @@ func TestLifecycleShutdownPhonesOfLiveBinary(t *testing.T) {
 		}
 	}
 }
+
+// Rule 7e: an idle pair survives heartbeats and the write deadlines set for
+// them. Lone frames (what a person sends) go both ways after pauses longer
+// than a ping plus the write timeout, repeatedly; gorilla answers the pings.
+func TestLifecycleIdlePairLoneFrames(t *testing.T) {
+	cfg := Config{HeartbeatInterval: 100 * time.Millisecond, HeartbeatTimeout: 2 * time.Second, WriteTimeout: 40 * time.Millisecond}
+	tr := startRelay(t, cfg)
+	const id = "lc-idle-lone"
+	bin := lcPumpConn(t, tr.binary(id))
+	tr.waitBinaries(1)
+	ph := lcPumpConn(t, tr.phone(id))
+	pid := lcConnID(t, ph.c, bin)
+	for i := range 4 {
+		// Several pings and many write timeouts pass with nothing else sent.
+		bin.quiet(t, 3*cfg.HeartbeatInterval+4*cfg.WriteTimeout)
+		ph.quiet(t, 0)
+		lcRoundTrip(t, ph, pid, bin, fmt.Sprint("idle-", i))
+	}
+	if b, p := tr.srv.Counts(); b != 1 || p != 1 {
+		t.Fatalf("counts %d %d", b, p)
+	}
+}
