@@ -152,7 +152,7 @@ func TestWritesAfterIdleOutliveNoDeadline(t *testing.T) {
 			c, client, _ := tcpPair(t, deadlineOptions())
 			ic := startIdleClient(t, client, true)
 			for i := range 4 {
-				ic.waitPings(t, 2)                // the writer wrote pings...
+				ic.waitPings(t, 2)                 // the writer wrote pings...
 				time.Sleep(4 * c.opt.WriteTimeout) // ...and their deadlines passed
 				msg := fmt.Sprintf("lone frame %d", i)
 				sendFrame(t, c, msg, tc.now)
