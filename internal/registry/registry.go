@@ -27,6 +27,9 @@ import (
 var (
 	ErrNoServer      = errors.New("registry: no server with that id")
 	ErrTooManyPhones = errors.New("registry: too many phones for server-id")
+	// ErrUnavailable: the directory cannot answer now (a cluster directory
+	// without its coordination service). Never returned by Registry.
+	ErrUnavailable = errors.New("registry: directory unavailable")
 )
 
 // Outcome is the result of a claim.
@@ -37,6 +40,10 @@ const (
 	Claimed   Outcome = iota // the id was free: the caller holds it
 	Reclaimed                // the id was in its grace period: the caller holds it, Evicted lists the old phones
 	Conflict                 // a live binary (Incumbent) holds the id: nothing changed
+	// Unavailable: the claim cannot be checked now (a cluster directory
+	// that lost its coordination service); nothing changed. The in-memory
+	// registry never returns it.
+	Unavailable
 )
 
 // ClaimResult describes a claim.
@@ -233,4 +240,58 @@ func (r *Registry[B, P]) Counts() (live, grace int) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	return len(r.ids) - r.grace, r.grace
+}
+
+// State says whether id is known (held by a live binary or in its grace
+// period) and which binary holds it (zero in grace).
+func (r *Registry[B, P]) State(id string) (holder B, known bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if e := r.ids[id]; e != nil {
+		return e.binary, true
+	}
+	return holder, false
+}
+
+// Drop forgets id whatever its state (the id now belongs elsewhere) and
+// returns the binary that held it (zero if none) and its phones. ok is
+// false when id was unknown.
+func (r *Registry[B, P]) Drop(id string) (holder B, phones []P, ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e := r.ids[id]
+	if e == nil {
+		return holder, nil, false
+	}
+	var zero B
+	holder = e.binary
+	if holder == zero {
+		r.grace--
+		if e.timer != nil {
+			e.timer.Stop() // a fire under way finds the entry gone
+		}
+	}
+	delete(r.ids, id)
+	for _, p := range e.phones {
+		phones = append(phones, p)
+	}
+	e.phones = nil
+	e.gen++
+	return holder, phones, true
+}
+
+// IDs calls f for every id known (live or in grace) until f returns false.
+// f runs without the lock held, on a snapshot of the ids.
+func (r *Registry[B, P]) IDs(f func(id string) bool) {
+	r.mu.RLock()
+	ids := make([]string, 0, len(r.ids))
+	for id := range r.ids {
+		ids = append(ids, id)
+	}
+	r.mu.RUnlock()
+	for _, id := range ids {
+		if !f(id) {
+			return
+		}
+	}
 }

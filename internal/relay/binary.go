@@ -27,6 +27,10 @@ func (b *localBinary) Probe(timeout time.Duration) bool { return b.conn.Probe(ti
 
 func (b *localBinary) Evict(cl peer.Close) { b.conn.Close(cl, false) }
 
+// Open reports whether the binary's connection still accepts data: false
+// once its close has begun.
+func (b *localBinary) Open() bool { return b.conn.Open() }
+
 // serveBinary is /v1/server: the pyry daemon claiming its server-id. The
 // claim is made before the 101 response goes out, so the binary is
 // registered the moment its upgrade completes: a phone that dials right
@@ -84,10 +88,20 @@ func (s *Server) runBinary(b *localBinary, res registry.ClaimResult[Binary, Phon
 	// No per-connection logger (slog's With would keep a preformatted copy
 	// of these attributes for the connection's whole life).
 	remote := remoteIP(b.conn)
-	if res.Outcome == registry.Conflict && !s.resolveConflict(b, res.Incumbent) {
-		s.stats.Upgrade(EndpointServer, OutcomeConflict)
-		s.log.Info("binary_refused", "server_id", b.id, "remote", remote, "code", wire.CloseClaimed.Code)
-		b.conn.Close(peer.Close(wire.CloseClaimed), false)
+	if res.Outcome == registry.Conflict {
+		res.Outcome = s.resolveConflict(b, res.Incumbent)
+	}
+	if res.Outcome == registry.Conflict || res.Outcome == registry.Unavailable {
+		// 4409 only for an incumbent that answered the probe; a claim that
+		// could not be checked is told to come back (the real daemon stops
+		// for good on a 4409).
+		o, cl := OutcomeConflict, wire.CloseClaimed
+		if res.Outcome == registry.Unavailable {
+			o, cl = OutcomeUnavailable, wire.CloseTryAgain
+		}
+		s.stats.Upgrade(EndpointServer, o)
+		s.log.Info("binary_refused", "server_id", b.id, "remote", remote, "code", cl.Code)
+		b.conn.Close(peer.Close(cl), false)
 		s.stats.closed(RoleBinary, b.conn.Run(b).Code)
 		return
 	}
@@ -109,12 +123,14 @@ func (s *Server) runBinary(b *localBinary, res registry.ClaimResult[Binary, Phon
 }
 
 // resolveConflict runs the conflict probe against a live incumbent and
-// takes the id over if it stays silent. It reports whether b now holds the
-// id; false means 4409.
-func (s *Server) resolveConflict(b *localBinary, incumbent Binary) bool {
+// takes the id over if it stays silent. It returns Claimed when b now holds
+// the id, Conflict when the incumbent answered (4409), and Unavailable when
+// the claim could not be settled (the id kept changing hands, or a cluster
+// directory could not check it).
+func (s *Server) resolveConflict(b *localBinary, incumbent Binary) registry.Outcome {
 	for range 3 { // retried only when the id changes hands during a probe
 		if incumbent.Probe(s.cfg.ProbeTimeout) {
-			return false
+			return registry.Conflict
 		}
 		evicted, ok := s.dir.TakeOver(b.id, incumbent, b)
 		if ok {
@@ -124,20 +140,20 @@ func (s *Server) resolveConflict(b *localBinary, incumbent Binary) bool {
 			// queue must learn of the reclaim, not of a vanished binary.
 			evict(evicted, peer.Close(wire.CloseReclaimed))
 			incumbent.Evict(peer.Close(wire.CloseHeartbeat))
-			return true
+			return registry.Claimed
 		}
 		res := s.dir.Claim(b.id, b)
 		switch res.Outcome {
-		case registry.Claimed:
-			return true
+		case registry.Unavailable, registry.Claimed:
+			return res.Outcome
 		case registry.Reclaimed:
 			s.stats.GraceReclaimed.Add(1)
 			evict(res.Evicted, peer.Close(wire.CloseReclaimed))
-			return true
+			return registry.Claimed
 		}
 		incumbent = res.Incumbent
 	}
-	return false
+	return registry.Unavailable
 }
 
 // expireGrace returns the callback for an id whose grace period ran out.

@@ -83,8 +83,11 @@ func (s *Server) runPhone(p *localPhone) {
 	holder, err := s.dir.AddPhone(p.id, p.connID, p, s.cfg.MaxPhones)
 	if err != nil {
 		cl, o := wire.CloseNoServer, OutcomeNoServer
-		if errors.Is(err, registry.ErrTooManyPhones) {
+		switch {
+		case errors.Is(err, registry.ErrTooManyPhones):
 			cl, o = wire.CloseTooManyPhones, OutcomeTooManyPhones
+		case errors.Is(err, registry.ErrUnavailable):
+			cl, o = wire.CloseTryAgain, OutcomeUnavailable
 		}
 		s.stats.Upgrade(EndpointClient, o)
 		s.log.Debug("phone_refused", "server_id", p.id, "code", cl.Code)
@@ -102,6 +105,14 @@ func (s *Server) runPhone(p *localPhone) {
 	s.stats.closed(RolePhone, info.Code)
 	notify := removed && !p.silent.Load() && p.binary != nil && now == p.binary
 	s.log.Debug("phone_disconnected", "server_id", p.id, "conn_id", p.connID, "code", info.Code, "notice", notify)
+	if g, ok := p.binary.(RemoteBinary); ok {
+		var notice []byte
+		if notify {
+			notice = wire.AppendCloseNotice(nil, p.connID, info.Code)
+		}
+		g.PhoneGone(notice)
+		return
+	}
 	if !notify {
 		return
 	}

@@ -25,6 +25,16 @@ type Binary interface {
 	Evict(cl peer.Close)
 }
 
+// RemoteBinary is implemented by the Binary handle a cluster directory gives
+// a phone whose binary lives on another node. When the phone's connection
+// has ended, the router calls PhoneGone exactly once, with the close notice
+// the binary is due (nil for none), instead of delivering the notice itself:
+// the binary's node must also learn that the phone is gone.
+type RemoteBinary interface {
+	Binary
+	PhoneGone(notice []byte)
+}
+
 // Phone is a phone connection as the router sees it, wherever it lives.
 type Phone interface {
 	// Deliver queues frame for the phone without blocking; a phone whose

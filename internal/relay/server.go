@@ -71,6 +71,7 @@ type Server struct {
 	dir     Directory
 	ids     *connIDs
 	push    PushSink
+	health  func() any // extra /healthz field in cluster mode
 	stats   *Stats
 	started time.Time
 
@@ -95,6 +96,18 @@ func WithDirectory(d Directory) Option { return func(s *Server) { s.dir = d } }
 // its arrival to the end of its write (the histogram of the metrics).
 func WithForwardObserver(f func(seconds float64)) Option {
 	return func(s *Server) { s.stats.forward = f }
+}
+
+// WithClusterHealth adds a "cluster" object, f's value, to /healthz.
+func WithClusterHealth(f func() any) Option { return func(s *Server) { s.health = f } }
+
+// clusterHealth is the "cluster" field of /healthz: nil (left out) on a
+// single node.
+func (s *Server) clusterHealth() any {
+	if s.health == nil {
+		return nil
+	}
+	return s.health()
 }
 
 // WithPush sets where validated push wakes go.
@@ -182,6 +195,7 @@ type health struct {
 	ConnectedBinaries int64  `json:"connected_binaries"`
 	ConnectedPhones   int64  `json:"connected_phones"`
 	UptimeSeconds     int64  `json:"uptime_seconds"`
+	Cluster           any    `json:"cluster,omitempty"`
 }
 
 func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
@@ -197,6 +211,7 @@ func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
 		ConnectedBinaries: b,
 		ConnectedPhones:   p,
 		UptimeSeconds:     int64(time.Since(s.started) / time.Second),
+		Cluster:           s.clusterHealth(),
 	})
 	h := w.Header()
 	h.Set("Content-Type", "application/json")

@@ -77,11 +77,12 @@ const (
 	OutcomeRateLimited                  // 429: per-IP upgrade rate
 	OutcomeIPConnCap                    // 429: per-IP connection cap
 	OutcomeConnCap                      // 503: relay-wide connection cap
+	OutcomeUnavailable                  // 1013 after upgrade: a cluster node cannot check the claim
 	numOutcomes
 )
 
 var outcomeNames = [numOutcomes]string{"accepted", "bad_headers", "bad_id", "not_websocket", "no_server",
-	"conflict", "too_many_phones", "draining", "rate_limited", "ip_connection_cap", "connection_cap"}
+	"conflict", "too_many_phones", "draining", "rate_limited", "ip_connection_cap", "connection_cap", "unavailable"}
 
 func (o Outcome) String() string { return outcomeNames[o] }
 

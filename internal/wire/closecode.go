@@ -62,6 +62,12 @@ var (
 	CloseClaimed = Close{4409, "server-id already claimed"}
 	// CloseTooManyPhones closes a phone beyond the per-server-id limit.
 	CloseTooManyPhones = Close{4429, "too many phones for server-id"}
+	// CloseTryAgain refuses a claim or a phone that a relay cluster cannot
+	// check cluster-wide right now (its node lost NATS).
+	CloseTryAgain = Close{1013, "try again later"}
+	// CloseNodeLost closes a phone whose stream crossed between relay nodes
+	// and could not be kept whole (NATS lost, or a gap in the stream).
+	CloseNodeLost = Close{1011, "relay node unavailable"}
 )
 
 // closeCodeFromNumber maps num, a valid JSON number, to the close code to

@@ -362,7 +362,7 @@ func TestCloseTable(t *testing.T) {
 	all := []Close{
 		CloseNormal, CloseShuttingDown, CloseGoingAway, CloseProtocol, CloseBinaryOpcode,
 		CloseInvalidJSON, CloseTooBig, CloseHeartbeat, CloseBacklog, CloseMessageTimeout, CloseWriteTimeout,
-		CloseNoServer, CloseReclaimed, CloseClaimed, CloseTooManyPhones,
+		CloseNoServer, CloseReclaimed, CloseClaimed, CloseTooManyPhones, CloseTryAgain, CloseNodeLost,
 	}
 	for _, c := range all {
 		if !WireCloseCodeAllowed(c.Code) {

@@ -1,0 +1,228 @@
+package cluster
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+)
+
+// A phone on node B reaches a binary on node A byte for byte, both ways,
+// in order; close directives and close notices cross too.
+func TestCrossNodeRouting(t *testing.T) {
+	ns := startNATS(t)
+	a := startNode(t, ns.ClientURL(), "t1", testConfig())
+	b := startNode(t, ns.ClientURL(), "t1", testConfig())
+	bin := dialBinary(t, a, "srv-1")
+	eventually(t, "binary registered", func() bool { l, _ := a.node.Counts(); return l == 1 })
+	ph := phone(t, b, "srv-1")
+	first := `{"v":2,"type":"noise_init","data":"aGVsbG8="}`
+	cid := pair(t, ph, bin, first)
+
+	// Order under load, both directions at once.
+	const n = 500
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := range n {
+			if err := bin.c.WriteMessage(1, []byte(env(cid, fmt.Sprintf(`{"i":%d,"down":"\u00e9 x"}`, i)))); err != nil {
+				return
+			}
+		}
+	}()
+	for i := range n {
+		ph.send(t, fmt.Sprintf(`{"i":%d, "up" : [1,2]}`, i))
+	}
+	for i := range n {
+		if got, want := bin.next(t), env(cid, fmt.Sprintf(`{"i":%d, "up" : [1,2]}`, i)); got != want {
+			t.Fatalf("binary got %q, want %q", got, want)
+		}
+	}
+	for i := range n {
+		if got, want := ph.next(t), fmt.Sprintf(`{"i":%d,"down":"\u00e9 x"}`, i); got != want {
+			t.Fatalf("phone got %q, want %q", got, want)
+		}
+	}
+	wg.Wait()
+
+	// A close directive with a frame: the frame, then the exact code.
+	bin.send(t, `{"conn_id":"`+cid+`","frame":{"bye":1},"close_code":4401}`)
+	if got := ph.next(t); got != `{"bye":1}` {
+		t.Fatalf("phone got %q", got)
+	}
+	ph.closed(t, 4401, "")
+	bin.quiet(t, 300*time.Millisecond) // no notice after a directive
+
+	// A phone that closes itself: the binary gets the notice.
+	ph2 := phone(t, b, "srv-1")
+	cid2 := pair(t, ph2, bin, `{"n":2}`)
+	ph2.c.WriteMessage(8, []byte{0x0f, 0xa0}) // close 4000
+	if got, want := bin.next(t), `{"conn_id":"`+cid2+`","close_code":4000}`; got != want {
+		t.Fatalf("notice %q, want %q", got, want)
+	}
+}
+
+// 4404 for an id nobody holds anywhere, and 4429 counts phones on every node.
+func TestCrossNodeNoServerAndPhoneCap(t *testing.T) {
+	ns := startNATS(t)
+	a := startNode(t, ns.ClientURL(), "t2", testConfig())
+	b := startNode(t, ns.ClientURL(), "t2", testConfig())
+	phone(t, b, "nobody").closed(t, 4404, "no server with that id")
+	dialBinary(t, a, "capped")
+	eventually(t, "binary registered", func() bool { l, _ := a.node.Counts(); return l == 1 })
+	var phones []*client
+	for i := range 4 { // MaxPhones is 4: two on each node
+		node := a
+		if i%2 == 1 {
+			node = b
+		}
+		phones = append(phones, phone(t, node, "capped"))
+	}
+	for _, ph := range phones {
+		ph.quiet(t, 50*time.Millisecond)
+	}
+	phone(t, b, "capped").closed(t, 4429, "too many phones for server-id")
+	phone(t, a, "capped").closed(t, 4429, "too many phones for server-id")
+}
+
+// Two binaries claim one fresh id at the same instant on two nodes: exactly
+// one holds it and the other gets 4409, every time.
+func TestSimultaneousClaims(t *testing.T) {
+	ns := startNATS(t)
+	a := startNode(t, ns.ClientURL(), "t3", testConfig())
+	b := startNode(t, ns.ClientURL(), "t3", testConfig())
+	for round := range 20 {
+		id := fmt.Sprintf("race-%d", round)
+		var wg sync.WaitGroup
+		cls := make([]*client, 2)
+		for i, node := range []*testNode{a, b} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				cls[i] = dialBinary(t, node, id)
+			}()
+		}
+		wg.Wait()
+		// The loser is closed 4409 after its probe is answered (gorilla
+		// answers pings while reading).
+		refused := -1
+		for i, cl := range cls {
+			select {
+			case <-cl.done:
+				refused = i
+			case <-time.After(2 * time.Second):
+			}
+		}
+		if refused < 0 {
+			t.Fatalf("round %d: both binaries hold %s", round, id)
+		}
+		cls[refused].closed(t, 4409, "server-id already claimed")
+		cls[1-refused].quiet(t, 10*time.Millisecond)
+		cls[1-refused].c.Close()
+		cls[refused].c.Close()
+	}
+}
+
+// A binary that drops on node A and reconnects to node B within the grace
+// period is accepted; every phone of the id on every node is closed with
+// 4404 "binary reclaimed server-id", and new phones route to the new binary.
+func TestReclaimOnAnotherNode(t *testing.T) {
+	ns := startNATS(t)
+	a := startNode(t, ns.ClientURL(), "t4", testConfig())
+	b := startNode(t, ns.ClientURL(), "t4", testConfig())
+	bin := dialBinary(t, a, "moving")
+	eventually(t, "binary registered", func() bool { l, _ := a.node.Counts(); return l == 1 })
+	pa := phone(t, a, "moving")
+	pb := phone(t, b, "moving")
+	pair(t, pa, bin, `{"on":"a"}`)
+	pair(t, pb, bin, `{"on":"b"}`)
+	bin.c.Close() // dropped without a close frame
+	eventually(t, "grace began", func() bool { _, g := a.node.Counts(); return g == 1 })
+	bin2 := dialBinary(t, b, "moving")
+	pa.closed(t, 4404, "binary reclaimed server-id")
+	pb.closed(t, 4404, "binary reclaimed server-id")
+	bin2.quiet(t, 100*time.Millisecond)
+	for _, node := range []*testNode{a, b} {
+		ph := phone(t, node, "moving")
+		pair(t, ph, bin2, `{"new":true}`)
+	}
+}
+
+// Grace expiry closes the id's phones on every node with 1000; a phone
+// frame during grace gets 4404.
+func TestGraceExpiryAcrossNodes(t *testing.T) {
+	ns := startNATS(t)
+	cfg := testConfig()
+	cfg.Grace = 500 * time.Millisecond
+	a := startNode(t, ns.ClientURL(), "t5", cfg)
+	b := startNode(t, ns.ClientURL(), "t5", cfg)
+	bin := dialBinary(t, a, "fading")
+	eventually(t, "binary registered", func() bool { l, _ := a.node.Counts(); return l == 1 })
+	pa := phone(t, a, "fading")
+	pb := phone(t, b, "fading")
+	pb2 := phone(t, b, "fading")
+	pair(t, pb2, bin, `{"x":1}`)
+	bin.c.Close()
+	eventually(t, "grace began", func() bool { _, g := a.node.Counts(); return g == 1 })
+	pb2.send(t, `{"during":"grace"}`)
+	pb2.closed(t, 4404, "no server with that id")
+	pa.closed(t, 1000, "")
+	pb.closed(t, 1000, "")
+	phone(t, b, "fading").closed(t, 4404, "no server with that id")
+}
+
+// A node killed outright: its binary reclaims on another node at the first
+// attempt; phones on surviving nodes whose binary was there get 4404 on
+// their next frame, or 4404 "binary reclaimed server-id" on the reclaim.
+func TestNodeLoss(t *testing.T) {
+	ns := startNATS(t)
+	a := startNode(t, ns.ClientURL(), "t6", testConfig())
+	b := startNode(t, ns.ClientURL(), "t6", testConfig())
+	c := startNode(t, ns.ClientURL(), "t6", testConfig())
+	bin := dialBinary(t, a, "lost")
+	eventually(t, "binary registered", func() bool { l, _ := a.node.Counts(); return l == 1 })
+	pb := phone(t, b, "lost")
+	pc := phone(t, c, "lost")
+	pair(t, pb, bin, `{"b":1}`)
+	pair(t, pc, bin, `{"c":1}`)
+	a.crash()
+	// The reclaim works at once, however soon after the crash.
+	bin2 := dialBinary(t, b, "lost")
+	pb.closed(t, 4404, "binary reclaimed server-id")
+	pc.closed(t, 4404, "binary reclaimed server-id")
+	bin2.quiet(t, 100*time.Millisecond)
+	pair(t, phone(t, c, "lost"), bin2, `{"again":1}`)
+
+	// Orphans of a lost node: 4404 on their next frame.
+	bin3 := dialBinary(t, c, "lost-2")
+	eventually(t, "binary registered", func() bool { l, _ := c.node.Counts(); return l == 1 })
+	pb3 := phone(t, b, "lost-2")
+	pair(t, pb3, bin3, `{"z":1}`)
+	c.crash()
+	eventually(t, "node c seen gone", func() bool { return b.node.Stats().NodesLost.Load() >= 2 })
+	if pb3.gone() {
+		t.Fatalf("phone closed before its next frame: %v", pb3.err)
+	}
+	pb3.send(t, `{"after":"loss"}`)
+	pb3.closed(t, 4404, "no server with that id")
+}
+
+// SIGTERM on one node: its connections close with 1001, its binary
+// reclaims on another node at once, and phones elsewhere learn of the
+// reclaim.
+func TestDrainOneNode(t *testing.T) {
+	ns := startNATS(t)
+	a := startNode(t, ns.ClientURL(), "t7", testConfig())
+	b := startNode(t, ns.ClientURL(), "t7", testConfig())
+	bin := dialBinary(t, a, "rolling")
+	eventually(t, "binary registered", func() bool { l, _ := a.node.Counts(); return l == 1 })
+	pb := phone(t, b, "rolling")
+	pair(t, pb, bin, `{"p":1}`)
+	a.stop()
+	bin.closed(t, 1001, "shutting down")
+	pb.quiet(t, 200*time.Millisecond) // grace, not a close
+	bin2 := dialBinary(t, b, "rolling")
+	pb.closed(t, 4404, "binary reclaimed server-id")
+	pair(t, phone(t, b, "rolling"), bin2, `{"p":2}`)
+}

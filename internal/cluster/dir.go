@@ -1,0 +1,330 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pyrycode/pyrycode-relay/internal/peer"
+	"github.com/pyrycode/pyrycode-relay/internal/registry"
+	"github.com/pyrycode/pyrycode-relay/internal/relay"
+	"github.com/pyrycode/pyrycode-relay/internal/wire"
+)
+
+type claimResult = registry.ClaimResult[relay.Binary, relay.Phone]
+
+var closeNormal = peer.Close(wire.CloseNormal)
+
+// opener is implemented by local binaries: false once their close began.
+type opener interface{ Open() bool }
+
+// live reports whether b is a binary that still holds its connection open.
+func live(b relay.Binary) bool {
+	if b == nil {
+		return false
+	}
+	if o, ok := b.(opener); ok {
+		return o.Open()
+	}
+	return true
+}
+
+func (n *Node) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), n.cfg.RequestTimeout)
+}
+
+func (n *Node) setOwned(id string, rev uint64) {
+	n.mu.Lock()
+	n.owned[id] = rev
+	n.mu.Unlock()
+}
+
+func (n *Node) ownedRev(id string) uint64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.owned[id]
+}
+
+func (n *Node) unavailable() claimResult {
+	n.stats.Claims[ClaimUnavailable].Add(1)
+	n.stats.Refused.Add(1)
+	return claimResult{Outcome: registry.Unavailable}
+}
+
+// Claim asks for id on behalf of b, cluster-wide (see the package doc).
+func (n *Node) Claim(id string, b relay.Binary) claimResult {
+	for range 4 {
+		if !n.connected.Load() || n.leaving.Load() {
+			return n.unavailable()
+		}
+		if _, known := n.reg.State(id); !known {
+			// Held here before the bucket is asked: a node querying this
+			// one meanwhile finds a live binary, never a gap in which the
+			// id looks free to both.
+			res := n.reg.Claim(id, b)
+			if res.Outcome != registry.Claimed {
+				continue // another claim here got in first: look again
+			}
+			ctx, cancel := n.ctx()
+			rev, err := n.kv.Create(ctx, key(id), []byte(n.self))
+			cancel()
+			if err == nil {
+				n.setOwned(id, rev)
+				n.stats.Claims[ClaimFresh].Add(1)
+				return res
+			}
+			n.reg.Release(id, b, 0, func(phones []relay.Phone) {
+				for _, p := range phones {
+					p.Evict(peer.Close(wire.CloseNoServer))
+				}
+			})
+			if !errors.Is(err, jetstream.ErrKeyExists) {
+				return n.unavailable()
+			}
+		}
+		ctx, cancel := n.ctx()
+		e, err := n.kv.Get(ctx, key(id))
+		cancel()
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue // released meanwhile: try to create it again
+		}
+		if err != nil {
+			return n.unavailable()
+		}
+		owner := string(e.Value())
+		if owner == n.self {
+			// Ours already: a reclaim after a drop, or a conflict with a
+			// binary here. Bump the revision first, so that a node that
+			// was just told "free" cannot take the id at the same time.
+			holder, _ := n.reg.State(id)
+			if !live(holder) {
+				if !n.update(id, e.Revision()) {
+					continue
+				}
+			}
+			n.stats.Claims[ClaimLocal].Add(1)
+			return n.reg.Claim(id, b)
+		}
+		switch n.query(owner, id) {
+		case rHeld:
+			n.stats.Claims[ClaimConflict].Add(1)
+			return claimResult{Outcome: registry.Conflict, Incumbent: &remoteIncumbent{n: n, node: owner, id: id, rev: e.Revision()}}
+		case rFree:
+			if !n.update(id, e.Revision()) {
+				continue
+			}
+			n.announce(id)
+			n.evictStale(id, n.self)
+			n.stats.Claims[ClaimFromPeer].Add(1)
+			res := n.reg.Claim(id, b)
+			if res.Outcome == registry.Claimed {
+				res.Outcome = registry.Reclaimed // the id lived on elsewhere: its phones there are evicted
+			}
+			return res
+		default:
+			return n.unavailable()
+		}
+	}
+	return n.unavailable()
+}
+
+// update moves id to this node by compare-and-swap on rev.
+func (n *Node) update(id string, rev uint64) bool {
+	ctx, cancel := n.ctx()
+	defer cancel()
+	nrev, err := n.kv.Update(ctx, key(id), []byte(n.self), rev)
+	if err != nil {
+		return false
+	}
+	n.setOwned(id, nrev)
+	return true
+}
+
+// announce tells every node that id now belongs here.
+func (n *Node) announce(id string) {
+	n.publish(n.all, enc{kOwner}.str(n.self).str(id))
+}
+
+// query asks owner whether id is held by a live binary there: rHeld, rFree
+// (or no responder: the node is gone), or 0 when it could not be asked.
+func (n *Node) query(owner, id string) byte {
+	msg, err := n.nc.Request(n.prefix+owner, enc{kQuery}.str(id), n.cfg.RequestTimeout)
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		return rFree
+	case err != nil || len(msg.Data) != 1:
+		return 0
+	}
+	return msg.Data[0]
+}
+
+// TakeOver gives id to b if incumbent still holds it.
+func (n *Node) TakeOver(id string, incumbent, b relay.Binary) ([]relay.Phone, bool) {
+	if ri, ok := incumbent.(*remoteIncumbent); ok {
+		if !n.update(id, ri.rev) {
+			return nil, false
+		}
+		n.announce(id)
+		n.evictStale(id, n.self)
+		n.stats.Claims[ClaimTakeover].Add(1)
+		res := n.reg.Claim(id, b)
+		return res.Evicted, res.Outcome != registry.Conflict
+	}
+	if !n.update(id, n.ownedRev(id)) {
+		return nil, false
+	}
+	return n.reg.TakeOver(id, incumbent, b)
+}
+
+// Release ends b's hold on id: the grace period runs here, the owner. When
+// it ends unclaimed, the id is deleted from the bucket (on the revision
+// written here, so a takeover meanwhile wins). While leaving, ids are left
+// in the bucket: other nodes find this node gone and reclaim at once.
+func (n *Node) Release(id string, b relay.Binary, grace time.Duration, expire func([]relay.Phone)) bool {
+	return n.reg.Release(id, b, grace, func(phones []relay.Phone) {
+		n.mu.Lock()
+		rev := n.owned[id]
+		delete(n.owned, id)
+		n.mu.Unlock()
+		if !n.leaving.Load() && rev != 0 {
+			ctx, cancel := n.ctx()
+			_ = n.kv.Delete(ctx, key(id), jetstream.LastRevision(rev))
+			cancel()
+		}
+		expire(phones)
+	})
+}
+
+// AddPhone registers a phone: with the local registry when the id is owned
+// here, else with the owner node.
+func (n *Node) AddPhone(id, connID string, p relay.Phone, max int) (relay.Binary, error) {
+	if _, known := n.reg.State(id); known {
+		return n.reg.AddPhone(id, connID, p, max)
+	}
+	if !n.connected.Load() {
+		n.stats.Refused.Add(1)
+		return nil, registry.ErrUnavailable
+	}
+	ctx, cancel := n.ctx()
+	e, err := n.kv.Get(ctx, key(id))
+	cancel()
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return nil, registry.ErrNoServer
+	case err != nil:
+		n.stats.Refused.Add(1)
+		return nil, registry.ErrUnavailable
+	}
+	owner := string(e.Value())
+	if owner == n.self {
+		return n.reg.AddPhone(id, connID, p, max)
+	}
+	pe := &phoneEntry{n: n, id: id, connID: connID, p: p, owner: owner}
+	n.mu.Lock()
+	n.local[connID] = pe
+	if n.byID[id] == nil {
+		n.byID[id] = make(map[string]*phoneEntry)
+	}
+	n.byID[id][connID] = pe
+	n.mu.Unlock()
+	msg, err := n.nc.Request(n.prefix+owner, enc{kRegister}.str(n.self).str(id).str(connID).u16(max), n.cfg.RequestTimeout)
+	var reply byte
+	if err == nil && len(msg.Data) >= 1 {
+		reply = msg.Data[0]
+	}
+	switch {
+	case errors.Is(err, nats.ErrNoResponders), reply == rNo:
+		n.unlink(pe)
+		return nil, registry.ErrNoServer
+	case reply == rTooMany:
+		n.unlink(pe)
+		return nil, registry.ErrTooManyPhones
+	case reply != rOK || len(msg.Data) != 2:
+		n.unlink(pe)
+		n.stats.Refused.Add(1)
+		return nil, registry.ErrUnavailable
+	}
+	pe.activate(msg.Data[1] == 1)
+	n.mu.Lock()
+	if _, ok := n.peers[owner]; !ok {
+		n.peers[owner] = time.Now() // watched from now on, like every node heard from
+	}
+	n.mu.Unlock()
+	return pe, nil
+}
+
+// unlink forgets a phone entry.
+func (n *Node) unlink(pe *phoneEntry) {
+	n.mu.Lock()
+	if n.local[pe.connID] == pe {
+		delete(n.local, pe.connID)
+	}
+	if m := n.byID[pe.id]; m != nil && m[pe.connID] == pe {
+		delete(m, pe.connID)
+		if len(m) == 0 {
+			delete(n.byID, pe.id)
+		}
+	}
+	n.mu.Unlock()
+}
+
+// RemovePhone unregisters a phone whose connection ended.
+func (n *Node) RemovePhone(id, connID string, p relay.Phone) (relay.Binary, bool) {
+	n.mu.Lock()
+	pe := n.local[connID]
+	n.mu.Unlock()
+	if pe != nil && pe.p == p {
+		n.unlink(pe)
+		if pe.paired() {
+			return pe, true
+		}
+		return nil, true
+	}
+	return n.reg.RemovePhone(id, connID, p)
+}
+
+// Route returns the phone registered as connID under id, if b holds id.
+func (n *Node) Route(id string, b relay.Binary, connID []byte) (relay.Phone, bool) {
+	return n.reg.Route(id, b, connID)
+}
+
+// Counts returns the ids owned here with a live binary and in grace.
+func (n *Node) Counts() (live, grace int) { return n.reg.Counts() }
+
+// dropID gives up an id another node took (newOwner; empty when the entry
+// is gone): a binary still holding it here was taken over (1011), and its
+// phones here are evicted as for a reclaim. Phones elsewhere are their
+// nodes' business (they saw the same announcement).
+func (n *Node) dropID(id, newOwner string) {
+	n.mu.Lock()
+	delete(n.owned, id)
+	n.mu.Unlock()
+	holder, phones, ok := n.reg.Drop(id)
+	if !ok {
+		return
+	}
+	n.log.Info("cluster_id_moved", "server_id", id, "to", newOwner)
+	for _, p := range phones {
+		if rp, ok := p.(*remotePhone); ok {
+			n.mu.Lock()
+			if n.remote[rp.connID] == rp {
+				delete(n.remote, rp.connID)
+			}
+			n.mu.Unlock()
+			rp.kill()
+			continue
+		}
+		p.Evict(peer.Close(wire.CloseReclaimed))
+	}
+	if holder != nil {
+		holder.Evict(peer.Close(wire.CloseHeartbeat))
+	}
+}
+
+// noticeFor builds a close notice for connID.
+func noticeFor(connID string, code int) []byte {
+	return wire.AppendCloseNotice(nil, connID, code)
+}

@@ -1,0 +1,559 @@
+package cluster
+
+import (
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/pyrycode/pyrycode-relay/internal/bufpool"
+	"github.com/pyrycode/pyrycode-relay/internal/peer"
+	"github.com/pyrycode/pyrycode-relay/internal/registry"
+	"github.com/pyrycode/pyrycode-relay/internal/relay"
+	"github.com/pyrycode/pyrycode-relay/internal/wire"
+)
+
+// headroom is kept in front of every frame copied out of a NATS message,
+// so the peer's writer can put the WebSocket header there (inline write).
+const headroom = 14
+
+// closedCh makes Binary.Deliver a non-blocking attempt: a cross-node
+// frame is never waited for on the subscription's goroutine.
+var closedCh = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// Phone entry states.
+const (
+	stPending = iota // registration request in flight
+	stActive
+	stOrphan // the owner node is gone: grace rules apply here
+	stGapped // a gap closed the phone; the owner still needs to hear it is gone
+	stDead   // nothing more goes to the owner
+)
+
+// phoneEntry is a phone on this node whose server-id is owned by another
+// node. It is also the Binary handle the phone's router sends through.
+type phoneEntry struct {
+	n      *Node
+	id     string
+	connID string
+	owner  string
+	p      relay.Phone
+
+	mu           sync.Mutex
+	state        int
+	noBinary     bool   // registered during the id's grace period
+	outSeq       uint64 // last sequence number sent to the owner
+	inSeq        uint64 // last sequence number received from the owner
+	pendingEvict *peer.Close
+}
+
+var _ relay.RemoteBinary = (*phoneEntry)(nil)
+
+func (pe *phoneEntry) activate(hasBinary bool) {
+	pe.mu.Lock()
+	if pe.state == stPending {
+		pe.state = stActive
+	}
+	pe.noBinary = !hasBinary
+	ev := pe.pendingEvict
+	pe.mu.Unlock()
+	if ev != nil {
+		pe.p.Evict(*ev)
+	}
+}
+
+// paired reports whether the phone still belongs to its owner's binary.
+func (pe *phoneEntry) paired() bool {
+	pe.mu.Lock()
+	defer pe.mu.Unlock()
+	return pe.state == stActive || pe.state == stPending
+}
+
+func (pe *phoneEntry) isOrphan() bool {
+	pe.mu.Lock()
+	defer pe.mu.Unlock()
+	return pe.state == stOrphan
+}
+
+// Deliver sends the phone's frame (an envelope, or its close notice) to the
+// owner node. A phone whose binary is not reachable gets ErrClosed, which
+// the router answers with 4404, as for a binary that has gone.
+func (pe *phoneEntry) Deliver(buf *bufpool.Buf, msg []byte, _ <-chan struct{}, _ bool) error {
+	pe.mu.Lock()
+	if pe.state != stActive || pe.noBinary {
+		pe.mu.Unlock()
+		return peer.ErrClosed
+	}
+	pe.outSeq++
+	ok := pe.n.publish(pe.n.prefix+pe.owner, enc(make([]byte, 0, 12+len(pe.connID)+len(msg))).u8(kPhoneFrame).u64(pe.outSeq).str(pe.connID).raw(msg))
+	pe.mu.Unlock()
+	if !ok {
+		pe.fail()
+		return peer.ErrClosed
+	}
+	pe.n.stats.MsgsOut[0].Add(1)
+	pe.n.stats.BytesOut[0].Add(int64(len(msg)))
+	buf.Release()
+	return nil
+}
+
+// Probe and Evict are never used on a phone's handle.
+func (pe *phoneEntry) Probe(time.Duration) bool { return false }
+func (pe *phoneEntry) Evict(peer.Close)         {}
+
+// PhoneGone tells the owner the phone is gone, with the notice its binary
+// is due. After a gap the notice is this node's own (1011).
+func (pe *phoneEntry) PhoneGone(notice []byte) {
+	pe.mu.Lock()
+	st := pe.state
+	pe.state = stDead
+	pe.outSeq++
+	seq := pe.outSeq
+	pe.mu.Unlock()
+	switch st {
+	case stGapped:
+		notice = noticeFor(pe.connID, wire.CloseNodeLost.Code)
+	case stActive, stPending:
+	default:
+		return // the owner is gone, or already forgot this phone
+	}
+	pe.n.publish(pe.n.prefix+pe.owner, enc{kPhoneGone}.u64(seq).str(pe.connID).raw(notice))
+}
+
+// orphan marks the phone as one whose owner node is gone.
+func (pe *phoneEntry) orphan() {
+	pe.mu.Lock()
+	if pe.state == stActive || pe.state == stPending {
+		pe.state = stOrphan
+	}
+	pe.mu.Unlock()
+}
+
+// fail closes the phone because its stream cannot be kept whole.
+func (pe *phoneEntry) fail() {
+	pe.mu.Lock()
+	prev := pe.state
+	pe.state = stDead
+	pe.mu.Unlock()
+	if prev != stDead {
+		pe.p.Evict(peer.Close(wire.CloseNodeLost))
+	}
+}
+
+// evict closes the phone with cl on the owner's word (or a local rule).
+func (pe *phoneEntry) evict(cl peer.Close) {
+	pe.mu.Lock()
+	if pe.state == stPending {
+		pe.pendingEvict = &cl
+		pe.mu.Unlock()
+		return
+	}
+	pe.mu.Unlock()
+	pe.p.Evict(cl)
+}
+
+// inOrder checks the next sequence number from the owner; a gap closes the
+// phone (its binary gets a 1011 notice) and reports false.
+func (pe *phoneEntry) inOrder(seq uint64) bool {
+	pe.mu.Lock()
+	if pe.state == stDead || pe.state == stGapped {
+		pe.mu.Unlock()
+		return false
+	}
+	if seq != pe.inSeq+1 {
+		pe.state = stGapped
+		pe.mu.Unlock()
+		pe.n.stats.Gaps.Add(1)
+		pe.n.log.Warn("cluster_gap", "server_id", pe.id, "conn_id", pe.connID)
+		pe.p.Evict(peer.Close(wire.CloseNodeLost))
+		return false
+	}
+	pe.inSeq = seq
+	pe.mu.Unlock()
+	return true
+}
+
+// remotePhone is, on the owner node, a phone connected to another node.
+type remotePhone struct {
+	n      *Node
+	node   string
+	id     string
+	connID string
+	binary relay.Binary // the binary at registration; nil during grace
+
+	mu     sync.Mutex
+	outSeq uint64
+	inSeq  uint64
+	dead   bool
+}
+
+var _ relay.Phone = (*remotePhone)(nil)
+
+func (rp *remotePhone) send(kind byte, seq bool, fill func(enc) enc) bool {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	if rp.dead {
+		return false
+	}
+	e := enc(make([]byte, 0, 64)).u8(kind)
+	if seq {
+		rp.outSeq++
+		e = e.u64(rp.outSeq)
+	}
+	e = fill(e.str(rp.connID))
+	if !rp.n.publish(rp.n.prefix+rp.node, e) {
+		rp.dead = true
+		return false
+	}
+	return true
+}
+
+func (rp *remotePhone) Deliver(buf *bufpool.Buf, frame []byte, _ bool) {
+	if rp.send(kBinFrame, true, func(e enc) enc { return e.raw(frame) }) {
+		rp.n.stats.MsgsOut[1].Add(1)
+		rp.n.stats.BytesOut[1].Add(int64(len(frame)))
+	}
+	buf.Release()
+}
+
+func (rp *remotePhone) CloseDirective(buf *bufpool.Buf, frame []byte, code int) {
+	rp.send(kDirective, true, func(e enc) enc { return e.u16(code).raw(frame) })
+	buf.Release()
+	rp.kill()
+}
+
+func (rp *remotePhone) Evict(cl peer.Close) {
+	if rp.n.leaving.Load() {
+		return // its node orphans it when this node says goodbye
+	}
+	rp.close(cl)
+}
+
+// close tells the phone's node to close it with cl.
+func (rp *remotePhone) close(cl peer.Close) {
+	rp.send(kEvict, false, func(e enc) enc { return e.u16(cl.Code).str(cl.Reason) })
+	rp.kill()
+}
+
+func (rp *remotePhone) kill() {
+	rp.mu.Lock()
+	rp.dead = true
+	rp.mu.Unlock()
+}
+
+// inOrder checks the next sequence number from the phone's node.
+func (rp *remotePhone) inOrder(seq uint64) (ok, gap bool) {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	if rp.dead {
+		return false, false
+	}
+	if seq != rp.inSeq+1 {
+		return false, true
+	}
+	rp.inSeq = seq
+	return true, false
+}
+
+// remoteIncumbent is a live binary on another node, as a conflicting claim
+// here sees it. Probe asks its node to run the conflict probe.
+type remoteIncumbent struct {
+	n    *Node
+	node string
+	id   string
+	rev  uint64 // the bucket revision the claim read: a takeover swaps on it
+}
+
+func (ri *remoteIncumbent) Deliver(*bufpool.Buf, []byte, <-chan struct{}, bool) error {
+	return peer.ErrClosed
+}
+
+// Probe reports whether the incumbent answered its node's ping in time. No
+// responder (the node is gone) or no answer at all counts as silent.
+func (ri *remoteIncumbent) Probe(timeout time.Duration) bool {
+	msg, err := ri.n.nc.Request(ri.n.prefix+ri.node, enc{kProbe}.str(ri.id).u32(uint32(timeout/time.Millisecond)), timeout+ri.n.cfg.RequestTimeout)
+	return err == nil && len(msg.Data) == 1 && msg.Data[0] == rAnswer
+}
+
+// Evict does nothing: the announcement of the new owner makes the
+// incumbent's node close it.
+func (ri *remoteIncumbent) Evict(peer.Close) {}
+
+// onMsg handles every record sent to this node or to all nodes.
+func (n *Node) onMsg(m *nats.Msg) {
+	if len(m.Data) == 0 {
+		return
+	}
+	d := &dec{b: m.Data[1:]}
+	switch m.Data[0] {
+	case kPhoneFrame:
+		seq, c := d.u64(), d.str()
+		if d.err == nil {
+			n.onPhoneFrame(seq, c, d.rest())
+		}
+	case kPhoneGone:
+		_, c := d.u64(), d.str()
+		if d.err == nil {
+			n.onPhoneGone(c, d.rest())
+		}
+	case kBinFrame:
+		seq, c := d.u64(), d.str()
+		if d.err == nil {
+			n.onBinFrame(seq, c, d.rest())
+		}
+	case kDirective:
+		seq, c, code := d.u64(), d.str(), d.u16()
+		if d.err == nil {
+			n.onDirective(seq, c, code, d.rest())
+		}
+	case kEvict:
+		c, code, reason := d.str(), d.u16(), d.str()
+		if d.err == nil {
+			if pe := n.entry(c); pe != nil {
+				pe.evict(peer.Close{Code: code, Reason: reason})
+			}
+		}
+	case kRegister:
+		node, id, c, max := d.str(), d.str(), d.str(), d.u16()
+		if d.err == nil {
+			_ = m.Respond(n.onRegister(node, id, c, max))
+		}
+	case kQuery:
+		id := d.str()
+		if d.err == nil {
+			_ = m.Respond([]byte{n.onQuery(id)})
+		}
+	case kProbe:
+		id, ms := d.str(), d.u32()
+		if d.err == nil {
+			go func() { _ = m.Respond([]byte{n.onProbe(id, time.Duration(ms)*time.Millisecond)}) }()
+		}
+	case kOwner:
+		node, id := d.str(), d.str()
+		if d.err == nil && node != n.self {
+			n.onOwner(id, node)
+		}
+	case kHeartbeat, kHello:
+		if node := d.str(); d.err == nil && node != n.self {
+			n.mu.Lock()
+			n.peers[node] = time.Now()
+			n.mu.Unlock()
+			if m.Data[0] == kHello && n.connected.Load() {
+				// The newcomer learns of this node at once, so that it can
+				// tell when this node goes.
+				n.publish(n.all, enc{kHeartbeat}.str(n.self))
+			}
+		}
+	case kBye:
+		if node := d.str(); d.err == nil {
+			n.nodeGone(node, "left")
+		}
+	}
+}
+
+func (n *Node) entry(connID string) *phoneEntry {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.local[connID]
+}
+
+func (n *Node) remotePhone(connID string) *remotePhone {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.remote[connID]
+}
+
+// copyFrame copies b out of a NATS message into a pooled buffer with room
+// for the WebSocket header in front.
+func copyFrame(b []byte) (*bufpool.Buf, []byte) {
+	buf := bufpool.Get(headroom + len(b))
+	copy(buf.B[headroom:], b)
+	return buf, buf.B[headroom : headroom+len(b)]
+}
+
+// onPhoneFrame delivers a remote phone's envelope to the binary here.
+func (n *Node) onPhoneFrame(seq uint64, connID string, env []byte) {
+	n.stats.MsgsIn[0].Add(1)
+	n.stats.BytesIn[0].Add(int64(len(env)))
+	rp := n.remotePhone(connID)
+	if rp == nil {
+		n.stats.Dropped.Add(1)
+		return
+	}
+	ok, gap := rp.inOrder(seq)
+	if gap {
+		n.stats.Gaps.Add(1)
+		n.log.Warn("cluster_gap", "server_id", rp.id, "conn_id", connID)
+		n.mu.Lock()
+		delete(n.remote, connID)
+		n.mu.Unlock()
+		rp.close(peer.Close(wire.CloseNodeLost))
+		n.phoneLeft(rp, noticeFor(connID, wire.CloseNodeLost.Code))
+		return
+	}
+	if !ok {
+		n.stats.Dropped.Add(1)
+		return
+	}
+	holder := rp.binary
+	if holder == nil {
+		rp.close(peer.Close(wire.CloseNoServer)) // a frame during the grace period
+		return
+	}
+	if _, ok := n.reg.Route(rp.id, holder, []byte(connID)); !ok {
+		// Its binary has gone (grace): as on one node, 4404. Had the id
+		// changed hands, the phone would have been evicted (and dead).
+		rp.close(peer.Close(wire.CloseNoServer))
+		return
+	}
+	buf, data := copyFrame(env)
+	switch err := holder.Deliver(buf, data, closedCh, true); {
+	case err == nil:
+	case err == peer.ErrClosed:
+		buf.Release()
+		rp.close(peer.Close(wire.CloseNoServer))
+	default:
+		// The binary's queue is over budget: this phone cannot be made to
+		// wait across nodes, so it is closed rather than lose a frame.
+		buf.Release()
+		rp.close(peer.Close(wire.CloseBacklog))
+	}
+}
+
+// onPhoneGone unregisters a remote phone and passes its close notice on.
+func (n *Node) onPhoneGone(connID string, notice []byte) {
+	n.mu.Lock()
+	rp := n.remote[connID]
+	delete(n.remote, connID)
+	n.mu.Unlock()
+	if rp != nil {
+		rp.kill()
+		n.phoneLeft(rp, notice)
+	}
+}
+
+// phoneLeft unregisters rp and gives its binary the notice, when one is
+// due: the phone was still registered and the id still has the binary it
+// was paired with.
+func (n *Node) phoneLeft(rp *remotePhone, notice []byte) {
+	holder, removed := n.reg.RemovePhone(rp.id, rp.connID, rp)
+	if !removed || len(notice) == 0 || rp.binary == nil || holder != rp.binary {
+		return
+	}
+	buf, data := copyFrame(notice)
+	if holder.Deliver(buf, data, closedCh, true) == nil {
+		return
+	}
+	// Over budget: wait for room off the subscription's goroutine.
+	go func() {
+		if holder.Deliver(buf, data, nil, true) != nil {
+			buf.Release()
+		}
+	}()
+}
+
+// onBinFrame delivers a binary's frame to the phone here.
+func (n *Node) onBinFrame(seq uint64, connID string, frame []byte) {
+	n.stats.MsgsIn[1].Add(1)
+	n.stats.BytesIn[1].Add(int64(len(frame)))
+	pe := n.entry(connID)
+	if pe == nil || !pe.inOrder(seq) {
+		n.stats.Dropped.Add(1)
+		return
+	}
+	buf, data := copyFrame(frame)
+	pe.p.Deliver(buf, data, true)
+}
+
+// onDirective passes a binary's close directive to the phone here.
+func (n *Node) onDirective(seq uint64, connID string, code int, frame []byte) {
+	pe := n.entry(connID)
+	if pe == nil || !pe.inOrder(seq) {
+		n.stats.Dropped.Add(1)
+		return
+	}
+	if len(frame) == 0 {
+		pe.p.CloseDirective(nil, nil, code)
+		return
+	}
+	buf, data := copyFrame(frame)
+	pe.p.CloseDirective(buf, data, code)
+}
+
+// onRegister registers a phone of another node under an id owned here.
+func (n *Node) onRegister(node, id, connID string, max int) []byte {
+	if n.leaving.Load() {
+		return []byte{rNo}
+	}
+	rp := &remotePhone{n: n, node: node, id: id, connID: connID}
+	// Known in the map first: a frame cannot come before the reply, but
+	// an eviction right after the registration must find it.
+	n.mu.Lock()
+	n.remote[connID] = rp
+	n.mu.Unlock()
+	b, err := n.reg.AddPhone(id, connID, rp, max)
+	if err != nil {
+		n.mu.Lock()
+		delete(n.remote, connID)
+		n.mu.Unlock()
+		if err == errTooMany {
+			return []byte{rTooMany}
+		}
+		return []byte{rNo}
+	}
+	rp.binary = b
+	has := byte(0)
+	if b != nil {
+		has = 1
+	}
+	return []byte{rOK, has}
+}
+
+// onQuery answers whether id is held here by a live binary.
+func (n *Node) onQuery(id string) byte {
+	if n.leaving.Load() {
+		return rFree
+	}
+	if holder, _ := n.reg.State(id); live(holder) {
+		return rHeld
+	}
+	return rFree
+}
+
+// onProbe runs the conflict probe against the binary holding id here.
+func (n *Node) onProbe(id string, timeout time.Duration) byte {
+	holder, _ := n.reg.State(id)
+	if n.leaving.Load() || !live(holder) {
+		return rFree
+	}
+	if holder.Probe(timeout) {
+		return rAnswer
+	}
+	return rFree
+}
+
+// onOwner handles another node's announcement that it now owns id.
+func (n *Node) onOwner(id, owner string) {
+	if _, known := n.reg.State(id); known {
+		n.dropID(id, owner)
+	}
+	n.evictStale(id, owner)
+}
+
+// evictStale closes, as for a reclaim, the phones here registered under id
+// with a node other than its new owner.
+func (n *Node) evictStale(id, owner string) {
+	n.mu.Lock()
+	var out []*phoneEntry
+	for _, pe := range n.byID[id] {
+		if pe.owner != owner {
+			out = append(out, pe)
+		}
+	}
+	n.mu.Unlock()
+	for _, pe := range out {
+		pe.evict(peer.Close(wire.CloseReclaimed))
+	}
+}
+
+var errTooMany = registry.ErrTooManyPhones

@@ -1,0 +1,257 @@
+package cluster
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	natsserver "github.com/nats-io/nats-server/v2/server"
+
+	"github.com/pyrycode/pyrycode-relay/internal/relay"
+	"github.com/pyrycode/pyrycode-relay/internal/wire"
+)
+
+// startNATS runs a NATS server with JetStream on a random loopback port.
+func startNATS(t *testing.T) *natsserver.Server {
+	t.Helper()
+	return startNATSAt(t, -1, t.TempDir())
+}
+
+func startNATSAt(t *testing.T, port int, dir string) *natsserver.Server {
+	t.Helper()
+	ns, err := natsserver.NewServer(&natsserver.Options{
+		Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("NATS did not start")
+	}
+	t.Cleanup(ns.Shutdown)
+	return ns
+}
+
+// testNode is one relay of a test cluster.
+type testNode struct {
+	t    *testing.T
+	node *Node
+	srv  *relay.Server
+	hs   *httptest.Server
+	url  string
+	once sync.Once
+}
+
+var testLog = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func testConfig() relay.Config {
+	return relay.Config{
+		Grace:        2 * time.Second,
+		ProbeTimeout: 300 * time.Millisecond,
+		CloseWait:    300 * time.Millisecond,
+		MaxPhones:    4,
+	}
+}
+
+// startNode starts a relay node of cluster name on the NATS server at url.
+func startNode(t *testing.T, natsURL, name string, rc relay.Config) *testNode {
+	t.Helper()
+	log := testLog
+	if testing.Verbose() {
+		log = slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	n, err := Start(Config{URLs: natsURL, Name: name, Grace: rc.Grace, Heartbeat: 200 * time.Millisecond,
+		DeadAfter: 1500 * time.Millisecond, RequestTimeout: time.Second, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.NodeID = n.ID()
+	srv := relay.New(rc, log, relay.WithDirectory(n), relay.WithClusterHealth(n.Health))
+	hs := httptest.NewServer(srv)
+	tn := &testNode{t: t, node: n, srv: srv, hs: hs, url: "ws" + strings.TrimPrefix(hs.URL, "http")}
+	t.Cleanup(tn.stop)
+	return tn
+}
+
+// stop drains the node as SIGTERM does.
+func (tn *testNode) stop() {
+	tn.once.Do(func() {
+		tn.node.Leave()
+		tn.hs.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := tn.srv.Shutdown(ctx); err != nil {
+			tn.t.Errorf("shutdown: %v", err)
+		}
+		tn.node.Close()
+	})
+}
+
+// crash kills the node: its NATS connection and every socket drop at once.
+func (tn *testNode) crash() {
+	tn.once.Do(func() {
+		tn.node.crash()
+		tn.hs.CloseClientConnections()
+		tn.hs.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = tn.srv.Shutdown(ctx)
+	})
+}
+
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}
+
+// client is a pumped WebSocket client.
+type client struct {
+	c    *websocket.Conn
+	msgs chan []byte
+	done chan struct{}
+	err  error
+}
+
+func dialWS(t *testing.T, url, path string, h http.Header) (*client, *http.Response, error) {
+	t.Helper()
+	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
+	c, resp, err := d.Dial(url+path, h)
+	if err != nil {
+		return nil, resp, err
+	}
+	cl := &client{c: c, msgs: make(chan []byte, 4096), done: make(chan struct{})}
+	go func() {
+		defer close(cl.done)
+		for {
+			_, m, err := c.ReadMessage()
+			if err != nil {
+				cl.err = err
+				return
+			}
+			cl.msgs <- m
+		}
+	}()
+	t.Cleanup(func() { c.Close() })
+	return cl, resp, nil
+}
+
+func dialBinary(t *testing.T, tn *testNode, id string) *client {
+	t.Helper()
+	cl, _, err := dialWS(t, tn.url, "/v1/server", http.Header{wire.HeaderServer: {id}, wire.HeaderVersion: {"1"}, "User-Agent": {"test"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cl
+}
+
+func phone(t *testing.T, tn *testNode, id string) *client {
+	t.Helper()
+	cl, _, err := dialWS(t, tn.url, "/v1/client", http.Header{wire.HeaderServer: {id}, wire.HeaderToken: {"tok"}, "User-Agent": {"test"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cl
+}
+
+func (cl *client) send(t *testing.T, s string) {
+	t.Helper()
+	if err := cl.c.WriteMessage(websocket.TextMessage, []byte(s)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (cl *client) next(t *testing.T) string {
+	t.Helper()
+	select {
+	case m := <-cl.msgs:
+		return string(m)
+	case <-cl.done:
+		select {
+		case m := <-cl.msgs:
+			return string(m)
+		default:
+		}
+		t.Fatalf("connection ended while a message was expected: %v", cl.err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no message within 10s")
+	}
+	return ""
+}
+
+// closed waits for the relay's close and checks code and reason (any
+// reason when reason is "*").
+func (cl *client) closed(t *testing.T, code int, reason string) {
+	t.Helper()
+	select {
+	case <-cl.done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("not closed within 10s (want %d %q)", code, reason)
+	}
+	ce, ok := cl.err.(*websocket.CloseError)
+	if !ok || ce.Code != code || (reason != "*" && ce.Text != reason) {
+		t.Fatalf("closed with %v, want %d %q", cl.err, code, reason)
+	}
+}
+
+func (cl *client) quiet(t *testing.T, d time.Duration) {
+	t.Helper()
+	select {
+	case m := <-cl.msgs:
+		t.Fatalf("unexpected message %.200q", m)
+	case <-cl.done:
+		t.Fatalf("connection ended: %v", cl.err)
+	case <-time.After(d):
+	}
+}
+
+func env(connID, frame string) string {
+	return `{"conn_id":"` + connID + `","frame":` + frame + `}`
+}
+
+// pair sends a first phone frame and returns the conn_id the binary saw.
+func pair(t *testing.T, ph, bin *client, frame string) string {
+	t.Helper()
+	ph.send(t, frame)
+	got := bin.next(t)
+	const pre = `{"conn_id":"`
+	if !strings.HasPrefix(got, pre) {
+		t.Fatalf("binary got %q", got)
+	}
+	id := got[len(pre):]
+	id = id[:strings.IndexByte(id, '"')]
+	if got != env(id, frame) {
+		t.Fatalf("binary got %q, want %q", got, env(id, frame))
+	}
+	return id
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 10s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// gone reports whether the connection has ended.
+func (cl *client) gone() bool {
+	select {
+	case <-cl.done:
+		return true
+	default:
+		return false
+	}
+}

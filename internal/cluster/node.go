@@ -1,0 +1,452 @@
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pyrycode/pyrycode-relay/internal/registry"
+	"github.com/pyrycode/pyrycode-relay/internal/relay"
+)
+
+// Config configures a cluster node.
+type Config struct {
+	URLs     string // comma-separated NATS server URLs (credentials may be inside)
+	Creds    string // NATS credentials file
+	CA       string // CA file to trust for tls:// URLs
+	Cert     string // client certificate file
+	Key      string // client key file
+	Name     string // cluster name: prefix of every subject and of the bucket
+	NodeID   string // this node's id; random when empty
+	Replicas int    // JetStream replicas of the ownership bucket (default 1)
+
+	Grace          time.Duration // as the relay's --grace (orphaned phones' grace)
+	RequestTimeout time.Duration // a request to another node (default 2 s)
+	Heartbeat      time.Duration // node heartbeat period (default 1 s)
+	DeadAfter      time.Duration // a node silent this long is gone (default 3 heartbeats)
+	ConnectTimeout time.Duration // first connection to NATS (default 10 s)
+
+	Log *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if c.Name == "" {
+		c.Name = "pyrycode-relay"
+	}
+	if c.Replicas <= 0 {
+		c.Replicas = 1
+	}
+	if c.Grace <= 0 {
+		c.Grace = 30 * time.Second
+	}
+	if c.RequestTimeout <= 0 {
+		c.RequestTimeout = 2 * time.Second
+	}
+	if c.Heartbeat <= 0 {
+		c.Heartbeat = time.Second
+	}
+	if c.DeadAfter <= 0 {
+		c.DeadAfter = 3 * c.Heartbeat
+	}
+	if c.ConnectTimeout <= 0 {
+		c.ConnectTimeout = 10 * time.Second
+	}
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+	return c
+}
+
+// RandomNodeID returns a fresh random node id.
+func RandomNodeID() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return "n" + hex.EncodeToString(b[:])
+}
+
+// Stats are the node's counters. Direction 0 is toward binaries (phone
+// frames, notices), 1 toward phones.
+type Stats struct {
+	MsgsOut, BytesOut [2]atomic.Int64
+	MsgsIn, BytesIn   [2]atomic.Int64
+	Gaps              atomic.Int64 // stream gaps detected (the phone was closed)
+	Refused           atomic.Int64 // claims and phones refused with 1013 (NATS or owner unreachable)
+	Claims            [numClaimOutcomes]atomic.Int64
+	NodesLost         atomic.Int64
+	Dropped           atomic.Int64 // cross-node messages for a phone or id no longer here
+}
+
+// Claim outcomes counted in Stats.Claims.
+const (
+	ClaimFresh     = iota // the id was free cluster-wide
+	ClaimLocal            // owned here already (reclaim or conflict handled locally)
+	ClaimFromPeer         // taken from another node that had released it or is gone
+	ClaimConflict         // another node's live binary holds it (probe follows)
+	ClaimTakeover         // a silent incumbent elsewhere was taken over
+	ClaimUnavailable      // could not be checked (1013)
+	numClaimOutcomes
+)
+
+// ClaimOutcomeNames label Stats.Claims.
+var ClaimOutcomeNames = [numClaimOutcomes]string{"fresh", "local", "from_peer", "conflict", "takeover", "unavailable"}
+
+// reg is the owner-side registry type.
+type reg = registry.Registry[relay.Binary, relay.Phone]
+
+// Node is one relay's membership in a cluster. It implements
+// relay.Directory.
+type Node struct {
+	cfg    Config
+	log    *slog.Logger
+	self   string
+	subj   string // this node's subject
+	prefix string // "<cluster>.node."
+	all    string // broadcast subject
+	nc     *nats.Conn
+	kv     jetstream.KeyValue
+	reg    *reg
+	stats  Stats
+
+	connected atomic.Bool
+	leaving   atomic.Bool
+
+	mu     sync.Mutex
+	owned  map[string]uint64       // ids owned here -> revision we wrote
+	peers  map[string]time.Time    // node -> last heard
+	lost   map[string]*time.Timer  // gone nodes -> orphan grace timer
+	local  map[string]*phoneEntry  // phones here whose owner is elsewhere, by conn_id
+	byID   map[string]map[string]*phoneEntry
+	remote map[string]*remotePhone // phones elsewhere registered under ids owned here
+
+	subs []*nats.Subscription
+	stop chan struct{}
+	done chan struct{}
+}
+
+var _ relay.Directory = (*Node)(nil)
+
+// Start connects to NATS, makes sure the ownership bucket exists and joins
+// the cluster. It fails when NATS cannot be reached within ConnectTimeout.
+func Start(cfg Config) (*Node, error) {
+	cfg = cfg.withDefaults()
+	if cfg.NodeID == "" {
+		cfg.NodeID = RandomNodeID()
+	}
+	n := &Node{
+		cfg:    cfg,
+		log:    cfg.Log,
+		self:   cfg.NodeID,
+		prefix: cfg.Name + ".node.",
+		all:    cfg.Name + ".all",
+		reg:    registry.New[relay.Binary, relay.Phone](),
+		owned:  make(map[string]uint64),
+		peers:  make(map[string]time.Time),
+		lost:   make(map[string]*time.Timer),
+		local:  make(map[string]*phoneEntry),
+		byID:   make(map[string]map[string]*phoneEntry),
+		remote: make(map[string]*remotePhone),
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+	n.subj = n.prefix + n.self
+	opts := []nats.Option{
+		nats.Name("pyrycode-relay " + n.self),
+		nats.Timeout(cfg.ConnectTimeout),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		// Nothing is buffered while disconnected: a publish then fails
+		// and the stream it belonged to is closed, never silently lost.
+		nats.ReconnectBufSize(-1),
+		nats.PingInterval(2 * time.Second),
+		nats.MaxPingsOutstanding(3),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { n.onDisconnect(err) }),
+		nats.ReconnectHandler(func(*nats.Conn) { n.onReconnect() }),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrSlowConsumer) {
+				n.log.Warn("cluster_slow_consumer", "node", n.self)
+			}
+		}),
+	}
+	if cfg.Creds != "" {
+		opts = append(opts, nats.UserCredentials(cfg.Creds))
+	}
+	if cfg.CA != "" {
+		opts = append(opts, nats.RootCAs(cfg.CA))
+	}
+	if cfg.Cert != "" || cfg.Key != "" {
+		opts = append(opts, nats.ClientCert(cfg.Cert, cfg.Key))
+	}
+	nc, err := nats.Connect(cfg.URLs, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: connect to NATS: %w", err)
+	}
+	n.nc = nc
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("cluster: JetStream: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.ConnectTimeout)
+	defer cancel()
+	n.kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      BucketName(cfg.Name),
+		Description: "pyrycode-relay server-id owners",
+		History:     1,
+		Replicas:    cfg.Replicas,
+		Storage:     jetstream.FileStorage,
+	})
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("cluster: ownership bucket: %w", err)
+	}
+	for _, s := range []string{n.subj, n.all} {
+		sub, err := nc.Subscribe(s, n.onMsg)
+		if err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("cluster: subscribe: %w", err)
+		}
+		n.subs = append(n.subs, sub)
+	}
+	if err := nc.Flush(); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	n.connected.Store(true)
+	n.publish(n.all, enc{kHello}.str(n.self))
+	go n.heartbeat()
+	n.log.Info("cluster_joined", "node", n.self, "cluster", cfg.Name)
+	return n, nil
+}
+
+// BucketName is the ownership bucket's name for a cluster name: characters
+// a bucket name cannot hold are escaped as _XX.
+func BucketName(cluster string) string {
+	var b strings.Builder
+	b.WriteString("pyry_owners_")
+	for i := 0; i < len(cluster); i++ {
+		c := cluster[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' {
+			b.WriteByte(c)
+			continue
+		}
+		fmt.Fprintf(&b, "_%02X", c)
+	}
+	return b.String()
+}
+
+// key is an id's key in the bucket: server-ids may hold characters keys
+// cannot (':'), so ids are base64url-encoded.
+func key(id string) string { return base64.RawURLEncoding.EncodeToString([]byte(id)) }
+
+// ID returns this node's id.
+func (n *Node) ID() string { return n.self }
+
+// Stats returns the node's counters.
+func (n *Node) Stats() *Stats { return &n.stats }
+
+// Connected reports whether the node is connected to NATS.
+func (n *Node) Connected() bool { return n.connected.Load() }
+
+// Health is the "cluster" object of /healthz.
+func (n *Node) Health() any {
+	state := "connected"
+	if !n.connected.Load() {
+		state = "disconnected"
+	}
+	return map[string]string{"node": n.self, "nats": state}
+}
+
+// Leave starts leaving the cluster (the relay is draining): ids released
+// from now on are left to the cluster's grace period rather than deleted,
+// and phones on other nodes are left to their nodes, which treat them as
+// orphaned once this node says goodbye.
+func (n *Node) Leave() { n.leaving.Store(true) }
+
+// Close says goodbye and disconnects from NATS.
+func (n *Node) Close() {
+	n.leaving.Store(true)
+	select {
+	case <-n.stop:
+		return
+	default:
+	}
+	close(n.stop)
+	<-n.done
+	n.publish(n.all, enc{kBye}.str(n.self))
+	_ = n.nc.Flush()
+	n.nc.Close()
+	n.mu.Lock()
+	for _, t := range n.lost {
+		t.Stop()
+	}
+	n.mu.Unlock()
+}
+
+func (n *Node) heartbeat() {
+	defer close(n.done)
+	t := time.NewTicker(n.cfg.Heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+		}
+		if n.connected.Load() {
+			n.publish(n.all, enc{kHeartbeat}.str(n.self))
+		}
+		now := time.Now()
+		var gone []string
+		n.mu.Lock()
+		for node, seen := range n.peers {
+			if now.Sub(seen) > n.cfg.DeadAfter {
+				gone = append(gone, node)
+				delete(n.peers, node)
+			}
+		}
+		n.mu.Unlock()
+		for _, node := range gone {
+			n.nodeGone(node, "silent")
+		}
+	}
+}
+
+// publish sends one record; it reports false when NATS did not take it.
+func (n *Node) publish(subj string, data []byte) bool {
+	return n.nc.Publish(subj, data) == nil
+}
+
+func (n *Node) onDisconnect(err error) {
+	if !n.connected.Swap(false) {
+		return
+	}
+	select {
+	case <-n.stop:
+		return // our own Close
+	default:
+	}
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	n.log.Warn("cluster_nats_disconnected", "node", n.self, "err", msg)
+	// Cross-node streams cannot be kept whole: close the phones here whose
+	// binary is elsewhere, and forget the phones elsewhere registered here.
+	n.mu.Lock()
+	entries := make([]*phoneEntry, 0, len(n.local))
+	for _, e := range n.local {
+		entries = append(entries, e)
+	}
+	n.mu.Unlock()
+	for _, e := range entries {
+		e.fail()
+	}
+	n.forgetRemote(func(*remotePhone) bool { return true })
+}
+
+func (n *Node) onReconnect() {
+	n.log.Info("cluster_nats_reconnected", "node", n.self)
+	go n.reconcile()
+}
+
+// reconcile runs after a reconnect: every id owned here is checked against
+// the bucket, and those another node took meanwhile are given up. Only then
+// are claims accepted again.
+func (n *Node) reconcile() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ok := true
+	n.reg.IDs(func(id string) bool {
+		e, err := n.kv.Get(ctx, key(id))
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			n.dropID(id, "")
+		case err != nil:
+			ok = false
+			return false
+		case string(e.Value()) != n.self:
+			n.dropID(id, string(e.Value()))
+		}
+		return true
+	})
+	if !ok {
+		n.log.Warn("cluster_reconcile_failed", "node", n.self)
+	}
+	n.publish(n.all, enc{kHeartbeat}.str(n.self))
+	n.connected.Store(n.nc.IsConnected())
+}
+
+// nodeGone handles a node that said goodbye or went silent.
+func (n *Node) nodeGone(node, why string) {
+	if node == n.self {
+		return
+	}
+	n.mu.Lock()
+	delete(n.peers, node)
+	var orphans []*phoneEntry
+	for _, e := range n.local {
+		if e.owner == node {
+			orphans = append(orphans, e)
+		}
+	}
+	if len(orphans) > 0 {
+		if t := n.lost[node]; t != nil {
+			t.Stop()
+		}
+		n.lost[node] = time.AfterFunc(n.cfg.Grace, func() { n.orphansExpired(node) })
+	}
+	n.mu.Unlock()
+	n.stats.NodesLost.Add(1)
+	n.log.Info("node_lost", "node", node, "why", why, "orphaned_phones", len(orphans))
+	for _, e := range orphans {
+		e.orphan()
+	}
+	n.forgetRemote(func(rp *remotePhone) bool { return rp.node == node })
+}
+
+// orphansExpired closes, with 1000, the phones orphaned by a lost node whose
+// ids nobody reclaimed within the grace period.
+func (n *Node) orphansExpired(node string) {
+	n.mu.Lock()
+	delete(n.lost, node)
+	var out []*phoneEntry
+	for _, e := range n.local {
+		if e.owner == node && e.isOrphan() {
+			out = append(out, e)
+		}
+	}
+	n.mu.Unlock()
+	for _, e := range out {
+		e.evict(closeNormal)
+	}
+}
+
+// forgetRemote unregisters the remote phones match selects (their node is
+// unreachable): their binaries get a close notice (1001), as for a phone
+// that went away.
+func (n *Node) forgetRemote(match func(*remotePhone) bool) {
+	n.mu.Lock()
+	var out []*remotePhone
+	for c, rp := range n.remote {
+		if match(rp) {
+			out = append(out, rp)
+			delete(n.remote, c)
+		}
+	}
+	n.mu.Unlock()
+	for _, rp := range out {
+		rp.kill()
+		n.phoneLeft(rp, noticeFor(rp.connID, 1001))
+	}
+}
