@@ -89,12 +89,12 @@ type Stats struct {
 
 // Claim outcomes counted in Stats.Claims.
 const (
-	ClaimFresh     = iota // the id was free cluster-wide
-	ClaimLocal            // owned here already (reclaim or conflict handled locally)
-	ClaimFromPeer         // taken from another node that had released it or is gone
-	ClaimConflict         // another node's live binary holds it (probe follows)
-	ClaimTakeover         // a silent incumbent elsewhere was taken over
-	ClaimUnavailable      // could not be checked (1013)
+	ClaimFresh       = iota // the id was free cluster-wide
+	ClaimLocal              // owned here already (reclaim or conflict handled locally)
+	ClaimFromPeer           // taken from another node that had released it or is gone
+	ClaimConflict           // another node's live binary holds it (probe follows)
+	ClaimTakeover           // a silent incumbent elsewhere was taken over
+	ClaimUnavailable        // could not be checked (1013)
 	numClaimOutcomes
 )
 
@@ -122,10 +122,10 @@ type Node struct {
 	leaving   atomic.Bool
 
 	mu     sync.Mutex
-	owned  map[string]uint64       // ids owned here -> revision we wrote
-	peers  map[string]time.Time    // node -> last heard
-	lost   map[string]*time.Timer  // gone nodes -> orphan grace timer
-	local  map[string]*phoneEntry  // phones here whose owner is elsewhere, by conn_id
+	owned  map[string]uint64      // ids owned here -> revision we wrote
+	peers  map[string]time.Time   // node -> last heard
+	lost   map[string]*time.Timer // gone nodes -> orphan grace timer
+	local  map[string]*phoneEntry // phones here whose owner is elsewhere, by conn_id
 	byID   map[string]map[string]*phoneEntry
 	remote map[string]*remotePhone // phones elsewhere registered under ids owned here
 
