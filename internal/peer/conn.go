@@ -41,8 +41,9 @@ type Options struct {
 	// OnWritten, when set, is called by the writer for every data frame
 	// written whose buffer carries a Stamp.
 	OnWritten func(stamp int64)
-	// Reasons used when the connection closes itself.
-	ReasonProtocol, ReasonTooBig, ReasonHeartbeat, ReasonMessageTimeout Close
+	// Reasons used when the connection closes itself. ReasonInvalidUTF8
+	// answers a close frame whose reason is not valid UTF-8 (1007).
+	ReasonProtocol, ReasonTooBig, ReasonHeartbeat, ReasonMessageTimeout, ReasonInvalidUTF8 Close
 }
 
 // Close is a close code with its reason text.

@@ -66,7 +66,10 @@ func (c *Conn) readLoop(h Handler) (flush bool) {
 				c.gotPong()
 			case OpClose:
 				code, err := parseClosePayload(p, c.opt.CodeAllowed)
-				if err != nil {
+				switch {
+				case err == errBadCloseText:
+					return c.fail(c.opt.ReasonInvalidUTF8)
+				case err != nil:
 					return c.fail(c.opt.ReasonProtocol)
 				}
 				return c.peerClosed(code)
