@@ -239,7 +239,11 @@ func (c *Conn) Open() bool {
 // returns how the connection ended.
 func (c *Conn) Run(h Handler) CloseInfo {
 	c.startHeartbeat()
-	flush := c.readLoop(h)
+	end := c.readLoop(h)
+	flush := end.flush
+	if end.discard {
+		flush = c.discard(end.skip)
+	}
 	c.teardown(flush)
 	return c.Info()
 }

@@ -252,6 +252,11 @@ func FuzzRead(f *testing.F) {
 	f.Add(clientFrame(true, OpClose, []byte{0x03, 0xE8, 'b', 'y', 'e'}, key))
 	f.Add([]byte{0x81, 0xFF, 0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 1, 2, 3, 4})
 	f.Add([]byte{0x81, 0xFE, 0x00})
+	f.Add(clientFrame(true, OpClose, []byte{0x03, 0xE8, 0xff}, key))
+	// A violation, then frames the discard must skip, then the peer's close.
+	f.Add(bytes.Join([][]byte{clientFrame(true, OpContinuation, []byte("x"), key),
+		clientFrame(true, OpText, make([]byte, 300), key), clientFrame(true, OpPing, nil, key),
+		clientFrame(true, OpClose, []byte{0x03, 0xE8}, key)}, nil))
 	opt := testOptions()
 	opt.MaxMessage = 4096
 	opt.CloseWait = 5 * time.Millisecond

@@ -4,6 +4,9 @@ package relay
 // the real daemon's restart habits). Helpers here are prefixed "cl".
 
 import (
+	"errors"
+	"io"
+	"strings"
 	"testing"
 	"time"
 )
@@ -44,5 +47,68 @@ func TestCloseReasonNotUTF8(t *testing.T) {
 	tr.waitBinaries(2)
 	rb.write(t, lcFrame(true, 0x8, []byte{0x03, 0xE8, 'x', 0xfe}, true))
 	rb.expectClose(t, 1007, 5*time.Second)
+	tr.waitBinaries(1)
+}
+
+// clHangup checks that the relay closes r's TCP connection cleanly (EOF,
+// nothing written after its close frame) within 5 s: long before a close
+// wait the test set far longer.
+func clHangup(t *testing.T, r *lcRaw) {
+	t.Helper()
+	r.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b, err := r.br.ReadByte()
+	switch {
+	case err == nil:
+		t.Fatalf("relay wrote %#x after its close frame", b)
+	case !errors.Is(err, io.EOF):
+		t.Fatalf("want the relay to hang up (EOF) once both close frames have passed, got %v", err)
+	}
+}
+
+// When the relay fails a connection and the peer answers with its own
+// close frame, the relay closes TCP at once (RFC 6455 §7.1.1) instead of
+// waiting out its close wait; the binary's close notice follows at once.
+func TestCloseFailedConnectionHangsUpAfterPeerClose(t *testing.T) {
+	tr := startRelay(t, Config{CloseWait: time.Minute, MaxFrameBytes: 1024})
+	const id = "cl-hangup"
+	bin := lcPumpConn(t, tr.binary(id))
+	tr.waitBinaries(1)
+	closeFrame := lcFrame(true, 0x8, []byte{0x03, 0xE8}, true)
+
+	// Too big (1009): the phone sends the rest of its frame and another
+	// message before answering the close.
+	ph := lcDialRaw(t, tr, "/v1/client", phoneHeaders(id), nil)
+	ph.write(t, lcFrame(true, 0x1, []byte(`{"v":2}`), true))
+	m := lcEnvRe.FindStringSubmatch(string(bin.next(t)))
+	if m == nil {
+		t.Fatal("no envelope from the raw phone")
+	}
+	big := lcFrame(true, 0x1, []byte(`"`+strings.Repeat("b", 3000)+`"`), true)
+	ph.write(t, big[:100])
+	ph.expectClose(t, 1009, 5*time.Second)
+	ph.write(t, append(append(big[100:], lcFrame(true, 0x1, []byte(`"late"`), true)...), closeFrame...))
+	clHangup(t, ph)
+	if got := string(bin.next(t)); got != lcNotice(m[1], 1009) {
+		t.Fatalf("binary got %q, want %q", got, lcNotice(m[1], 1009))
+	}
+
+	// A bad close frame (1002) is the phone's close: nothing more to wait for.
+	ph = lcDialRaw(t, tr, "/v1/client", phoneHeaders(id), nil)
+	ph.write(t, lcFrame(true, 0x1, []byte(`{"v":2}`), true))
+	m = lcEnvRe.FindStringSubmatch(string(bin.next(t)))
+	ph.write(t, lcFrame(true, 0x8, []byte{0x03, 0xED}, true))
+	ph.expectClose(t, 1002, 5*time.Second)
+	clHangup(t, ph)
+	if got := string(bin.next(t)); m == nil || got != lcNotice(m[1], 1002) {
+		t.Fatalf("binary got %q, want the 1002 notice", got)
+	}
+
+	// The binary's leg: a protocol error (continuation first), then its close.
+	rb := lcDialRaw(t, tr, "/v1/server", binaryHeaders("cl-hangup-binary"), nil)
+	tr.waitBinaries(2)
+	rb.write(t, lcFrame(true, 0x0, []byte("x"), true))
+	rb.expectClose(t, 1002, 5*time.Second)
+	rb.write(t, closeFrame)
+	clHangup(t, rb)
 	tr.waitBinaries(1)
 }
