@@ -223,3 +223,22 @@ func TestDiscardHoldsNoPayload(t *testing.T) {
 		t.Fatalf("discarding %d MiB allocated %d KiB", declared>>20, grew>>10)
 	}
 }
+
+// A probe ends as soon as the connection begins to close, not when the
+// close handshake is over: the relay closing a silent peer does not hold
+// a conflicting claim for the close wait.
+func TestProbeEndsWhenCloseBegins(t *testing.T) {
+	c, _, _ := tcpPair(t, failOptions()) // the client reads nothing and answers nothing
+	res := make(chan bool, 1)
+	go func() { res <- c.Probe(time.Minute) }()
+	eventually(t, func() bool { c.mu.Lock(); defer c.mu.Unlock(); return len(c.probes) == 1 })
+	c.Close(Close{Code: 1000}, false)
+	select {
+	case ok := <-res:
+		if ok {
+			t.Fatal("probe reported a pong that never came")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("probe still waiting after the close began (close wait %v)", longCloseWait)
+	}
+}

@@ -334,6 +334,7 @@ func (c *Conn) SendWait(buf *bufpool.Buf, data []byte, cancel <-chan struct{}, n
 }
 
 // Probe pings the peer and reports whether a pong arrives within timeout.
+// It reports false as soon as the connection begins to close.
 func (c *Conn) Probe(timeout time.Duration) bool {
 	ch := make(chan struct{})
 	c.mu.Lock()
@@ -341,6 +342,10 @@ func (c *Conn) Probe(timeout time.Duration) bool {
 		c.mu.Unlock()
 		return false
 	}
+	if c.closeCh == nil {
+		c.closeCh = make(chan struct{})
+	}
+	closing := c.closeCh
 	c.probes = append(c.probes, ch)
 	c.controlLocked(OpPing, nil)
 	c.mu.Unlock()
@@ -349,8 +354,13 @@ func (c *Conn) Probe(timeout time.Duration) bool {
 	select {
 	case <-ch:
 		return true
-	case <-c.done:
-		return false
+	case <-closing:
+		select {
+		case <-ch: // the pong came before the close
+			return true
+		default:
+			return false
+		}
 	case <-t.C:
 		return false
 	}

@@ -5,10 +5,15 @@ package relay
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/pyrycode/pyrycode-relay/internal/peer"
 )
 
 // A close frame whose reason is not valid UTF-8 fails the connection with
@@ -111,4 +116,114 @@ func TestCloseFailedConnectionHangsUpAfterPeerClose(t *testing.T) {
 	rb.write(t, closeFrame)
 	clHangup(t, rb)
 	tr.waitBinaries(1)
+}
+
+// The real daemon restarting, as fast as it can: a clean close (1000, the
+// handshake completed) and at once a new claim with the same id, a phone
+// attached each time. The new claim may arrive while the old connection is
+// closing but not yet released; that is a reclaim all the same. The new
+// binary never gets 4409 (one stops the real daemon for good), holds the id
+// when its upgrade completes (the phone that dials next reaches it), and
+// the old binary's phone is closed with 4404 "binary reclaimed server-id"
+// every time.
+func TestCloseRestartIsAlwaysReclaim(t *testing.T) {
+	const restarts = 500
+	tr := startRelay(t, Config{})
+	const id = "cl-restart"
+	bin := tr.binary(id)
+	tr.waitBinaries(1)
+	for i := range restarts + 1 {
+		ph := tr.dial("/v1/client", phoneHeaders(id))
+		frame := fmt.Sprintf(`{"v":2,"type":"noise_init","data":"r%d"}`, i)
+		send(t, ph, frame)
+		bin.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, env, err := bin.ReadMessage()
+		if err != nil {
+			t.Fatalf("restart %d: the binary did not get the new phone's frame: %v (takeovers %d, 4409s %d)", i, err,
+				tr.srv.Stats().Takeovers.Load(), tr.srv.Stats().Upgrades(EndpointServer, OutcomeConflict))
+		}
+		if m := lcEnvRe.FindStringSubmatch(string(env)); m == nil || string(env) != lcEnv(m[1], frame) {
+			t.Fatalf("restart %d: binary got %q", i, env)
+		}
+		if i == restarts {
+			break
+		}
+		// Clean close: our close frame, the relay's echo, then hang up.
+		if err := bin.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(1000, ""), time.Now().Add(5*time.Second)); err != nil {
+			t.Fatalf("restart %d: close: %v", i, err)
+		}
+		bin.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, _, err = bin.ReadMessage()
+		lcCheckClose(t, err, 1000, "")
+		bin.Close()
+		bin = tr.binary(id)
+		ph.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, _, err = ph.ReadMessage()
+		var ce *websocket.CloseError
+		if !errors.As(err, &ce) || ce.Code != 4404 || ce.Text != "binary reclaimed server-id" {
+			t.Fatalf("restart %d: phone ended with %v, want 4404 \"binary reclaimed server-id\"", i, err)
+		}
+		ph.Close()
+	}
+	st := tr.srv.Stats()
+	if n := st.Upgrades(EndpointServer, OutcomeConflict); n != 0 {
+		t.Fatalf("%d claims refused with 4409", n)
+	}
+	if n := st.Takeovers.Load(); n != 0 {
+		t.Fatalf("%d restarts ended as takeovers", n)
+	}
+	if n := st.GraceReclaimed.Load(); n != restarts {
+		t.Fatalf("%d reclaims counted, want %d", n, restarts)
+	}
+}
+
+// A claim that finds the incumbent's connection closing is a reclaim,
+// whoever began the close and whenever: at once when the close had begun
+// before the claim (the new binary holds the id when its upgrade
+// completes), and as soon as it begins when the claim is already probing.
+// Never a 4409, never a takeover; the old phones get exactly what a reclaim
+// gives them.
+func TestCloseClaimAgainstClosingIncumbent(t *testing.T) {
+	check := func(t *testing.T, tr *testRelay, id string, oldPh *lcPump, nb *lcPump) {
+		t.Helper()
+		oldPh.closed(t, 4404, "binary reclaimed server-id", false)
+		lcWaitPhones(t, tr, 0)
+		// The new binary holds the id: the next phone reaches it.
+		ph := lcPumpConn(t, tr.phone(id))
+		cid := lcConnID(t, ph.c, nb)
+		lcRoundTrip(t, ph, cid, nb, "after")
+		st := tr.srv.Stats()
+		if r, k, c := st.GraceReclaimed.Load(), st.Takeovers.Load(), st.Upgrades(EndpointServer, OutcomeConflict); r != 1 || k != 0 || c != 0 {
+			t.Fatalf("reclaims %d, takeovers %d, 4409s %d; want 1 0 0", r, k, c)
+		}
+	}
+
+	t.Run("relay began the close", func(t *testing.T) {
+		tr := startRelay(t, Config{CloseWait: time.Minute})
+		const id = "cl-closing-relay"
+		inc := lcDialRaw(t, tr, "/v1/server", binaryHeaders(id), nil) // never answers the close
+		tr.waitBinaries(1)
+		oldPh := lcPumpConn(t, tr.phone(id))
+		inc.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		lcHolderConn(t, tr, id).Close(peer.Close{Code: 1000}, false)
+		inc.expectClose(t, 1000, 5*time.Second) // our close frame is out; the relay now waits a minute for the answer
+		nb := lcPumpConn(t, tr.binary(id))
+		check(t, tr, id, oldPh, nb)
+	})
+
+	t.Run("incumbent closed during the probe", func(t *testing.T) {
+		tr := startRelay(t, Config{ProbeTimeout: time.Minute})
+		const id = "cl-closing-probe"
+		inc := lcDialRaw(t, tr, "/v1/server", binaryHeaders(id), nil) // answers no ping
+		tr.waitBinaries(1)
+		oldPh := lcPumpConn(t, tr.phone(id))
+		nbc := tr.binary(id)
+		if _, op, _ := inc.readFrame(t, 5*time.Second); op != 0x9 {
+			t.Fatalf("incumbent got opcode %#x, want the probe's ping", op)
+		}
+		inc.write(t, lcFrame(true, 0x8, []byte{0x03, 0xE8}, true)) // clean close instead of a pong
+		inc.expectClose(t, 1000, 5*time.Second)
+		nb := lcPumpConn(t, nbc)
+		check(t, tr, id, oldPh, nb)
+	})
 }
