@@ -227,3 +227,30 @@ func TestCloseClaimAgainstClosingIncumbent(t *testing.T) {
 		check(t, tr, id, oldPh, nb)
 	})
 }
+
+// Ten pings back to back get fewer pongs (one or two, typically): a pong
+// waiting to be written takes the payload of a newer ping. What a client
+// can rely on: pongs come in order, each answers one of its pings, and the
+// last one answers the last ping.
+func TestClosePingBurstAnswersLatest(t *testing.T) {
+	tr := startRelay(t, Config{})
+	const id = "cl-pings"
+	lcPumpConn(t, tr.binary(id))
+	tr.waitBinaries(1)
+	r := lcDialRaw(t, tr, "/v1/client", phoneHeaders(id), nil)
+	var burst []byte
+	for i := range 10 {
+		burst = append(burst, lcFrame(true, 0x9, []byte(fmt.Sprintf("ping-%d", i)), true)...)
+	}
+	r.write(t, burst)
+	last := -1
+	for n := 1; last < 9; n++ {
+		_, op, p := r.readFrame(t, 5*time.Second)
+		var k int
+		if _, err := fmt.Sscanf(string(p), "ping-%d", &k); op != 0xA || err != nil || k <= last || k > 9 {
+			t.Fatalf("frame %d: opcode %#x %q after the pong of ping %d", n, op, p, last)
+		}
+		last = k
+		t.Logf("pong %d answers ping %d", n, k)
+	}
+}
