@@ -18,19 +18,9 @@ type claimResult = registry.ClaimResult[relay.Binary, relay.Phone]
 
 var closeNormal = peer.Close(wire.CloseNormal)
 
-// opener is implemented by local binaries: false once their close began.
-type opener interface{ Open() bool }
-
-// live reports whether b is a binary that still holds its connection open.
-func live(b relay.Binary) bool {
-	if b == nil {
-		return false
-	}
-	if o, ok := b.(opener); ok {
-		return o.Open()
-	}
-	return true
-}
+// live reports whether b is a binary whose connection has not begun to
+// close (one that has is gone: a claim against it is a reclaim).
+func live(b relay.Binary) bool { return b != nil && !b.Closing() }
 
 func (n *Node) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), n.cfg.RequestTimeout)

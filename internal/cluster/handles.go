@@ -97,8 +97,9 @@ func (pe *phoneEntry) Deliver(buf *bufpool.Buf, msg []byte, _ <-chan struct{}, _
 	return nil
 }
 
-// Probe and Evict are never used on a phone's handle.
+// Probe, Closing and Evict are never used on a phone's handle.
 func (pe *phoneEntry) Probe(time.Duration) bool { return false }
+func (pe *phoneEntry) Closing() bool            { return false }
 func (pe *phoneEntry) Evict(peer.Close)         {}
 
 // PhoneGone tells the owner the phone is gone, with the notice its binary
@@ -274,6 +275,10 @@ func (ri *remoteIncumbent) Probe(timeout time.Duration) bool {
 	msg, err := ri.n.nc.Request(ri.n.prefix+ri.node, enc{kProbe}.str(ri.id).u32(uint32(timeout/time.Millisecond)), timeout+ri.n.cfg.RequestTimeout)
 	return err == nil && len(msg.Data) == 1 && msg.Data[0] == rAnswer
 }
+
+// Closing is false: the incumbent's node found it live when asked (one that
+// had begun to close would have been reported free).
+func (ri *remoteIncumbent) Closing() bool { return false }
 
 // Evict does nothing: the announcement of the new owner makes the
 // incumbent's node close it.

@@ -41,8 +41,9 @@ type Options struct {
 	// OnWritten, when set, is called by the writer for every data frame
 	// written whose buffer carries a Stamp.
 	OnWritten func(stamp int64)
-	// Reasons used when the connection closes itself.
-	ReasonProtocol, ReasonTooBig, ReasonHeartbeat, ReasonMessageTimeout Close
+	// Reasons used when the connection closes itself. ReasonInvalidUTF8
+	// answers a close frame whose reason is not valid UTF-8 (1007).
+	ReasonProtocol, ReasonTooBig, ReasonHeartbeat, ReasonMessageTimeout, ReasonInvalidUTF8 Close
 }
 
 // Close is a close code with its reason text.
@@ -238,7 +239,11 @@ func (c *Conn) Open() bool {
 // returns how the connection ended.
 func (c *Conn) Run(h Handler) CloseInfo {
 	c.startHeartbeat()
-	flush := c.readLoop(h)
+	end := c.readLoop(h)
+	flush := end.flush
+	if end.discard {
+		flush = c.discard(end.skip)
+	}
 	c.teardown(flush)
 	return c.Info()
 }
@@ -329,6 +334,7 @@ func (c *Conn) SendWait(buf *bufpool.Buf, data []byte, cancel <-chan struct{}, n
 }
 
 // Probe pings the peer and reports whether a pong arrives within timeout.
+// It reports false as soon as the connection begins to close.
 func (c *Conn) Probe(timeout time.Duration) bool {
 	ch := make(chan struct{})
 	c.mu.Lock()
@@ -336,6 +342,10 @@ func (c *Conn) Probe(timeout time.Duration) bool {
 		c.mu.Unlock()
 		return false
 	}
+	if c.closeCh == nil {
+		c.closeCh = make(chan struct{})
+	}
+	closing := c.closeCh
 	c.probes = append(c.probes, ch)
 	c.controlLocked(OpPing, nil)
 	c.mu.Unlock()
@@ -344,8 +354,13 @@ func (c *Conn) Probe(timeout time.Duration) bool {
 	select {
 	case <-ch:
 		return true
-	case <-c.done:
-		return false
+	case <-closing:
+		select {
+		case <-ch: // the pong came before the close
+			return true
+		default:
+			return false
+		}
 	case <-t.C:
 		return false
 	}

@@ -30,5 +30,14 @@
 // relay queues a close frame (after the queued data, or instead of it); once
 // the writer has sent it the reader waits at most CloseWait for the peer's
 // answer, then the socket is closed. A close frame from the peer is answered
-// and ends the connection. Errors and timeouts close the socket at once.
+// and ends the connection. Read and write errors close the socket at once.
+//
+// A read-side violation (bad framing, an oversized or late message, a
+// malformed close frame) fails the connection: its close frame goes out
+// instead of any queued data, and the reader discards what follows, still
+// parsing frame headers but skipping their payloads (one chunk, no payload
+// kept), until the peer's close frame arrives. As RFC 6455 §7.1.1 asks of a
+// server, the socket is then closed as soon as our close frame is written.
+// A peer that never answers, or a stream that can no longer be parsed,
+// ends when the peer hangs up or after CloseWait.
 package peer

@@ -3,6 +3,7 @@ package peer
 import (
 	"encoding/binary"
 	"errors"
+	"unicode/utf8"
 )
 
 // Opcode is a WebSocket frame opcode.
@@ -37,6 +38,7 @@ var (
 	errProtocol     = errors.New("peer: protocol error")
 	errTooBig       = errors.New("peer: message too big")
 	errBadCloseCode = errors.New("peer: invalid close frame")
+	errBadCloseText = errors.New("peer: close reason is not valid UTF-8")
 )
 
 // parseHeader parses a client (masked) frame header from b. It returns
@@ -157,7 +159,9 @@ func closePayload(code int, reason string) []byte {
 }
 
 // parseClosePayload returns the status code of a peer's close frame, 0 when it
-// carries none, or errBadCloseCode when the payload is malformed.
+// carries none, errBadCloseCode when the payload is malformed or the code
+// may not appear on the wire, or errBadCloseText when the reason is not
+// valid UTF-8 (RFC 6455 §5.5.1).
 func parseClosePayload(p []byte, codeAllowed func(int) bool) (int, error) {
 	switch {
 	case len(p) == 0:
@@ -168,6 +172,9 @@ func parseClosePayload(p []byte, codeAllowed func(int) bool) (int, error) {
 	code := int(binary.BigEndian.Uint16(p))
 	if !codeAllowed(code) {
 		return 0, errBadCloseCode
+	}
+	if !utf8.Valid(p[2:]) {
+		return 0, errBadCloseText
 	}
 	return code, nil
 }

@@ -130,6 +130,7 @@ func testOptions() *Options {
 		CodeAllowed:       func(c int) bool { return c >= 1000 && c <= 4999 && c != 1005 && c != 1006 },
 		ReasonProtocol:    Close{1002, "protocol error"},
 		ReasonTooBig:      Close{1009, "message too big"},
+		ReasonInvalidUTF8: Close{1007, "invalid UTF-8"},
 	}.WithDefaults()
 	return &o
 }
@@ -251,6 +252,11 @@ func FuzzRead(f *testing.F) {
 	f.Add(clientFrame(true, OpClose, []byte{0x03, 0xE8, 'b', 'y', 'e'}, key))
 	f.Add([]byte{0x81, 0xFF, 0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 1, 2, 3, 4})
 	f.Add([]byte{0x81, 0xFE, 0x00})
+	f.Add(clientFrame(true, OpClose, []byte{0x03, 0xE8, 0xff}, key))
+	// A violation, then frames the discard must skip, then the peer's close.
+	f.Add(bytes.Join([][]byte{clientFrame(true, OpContinuation, []byte("x"), key),
+		clientFrame(true, OpText, make([]byte, 300), key), clientFrame(true, OpPing, nil, key),
+		clientFrame(true, OpClose, []byte{0x03, 0xE8}, key)}, nil))
 	opt := testOptions()
 	opt.MaxMessage = 4096
 	opt.CloseWait = 5 * time.Millisecond
@@ -262,4 +268,22 @@ func FuzzRead(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A close frame whose reason is not valid UTF-8 is answered with 1007, not
+// echoed (RFC 6455 §5.5.1, §8.1).
+func TestReadCloseReasonNotUTF8(t *testing.T) {
+	key := [4]byte{3, 1, 4, 1}
+	for _, reason := range []string{"\xff", "ok\xc3", "\xed\xa0\x80", "\xc0\xaf", "\xf4\x90\x80\x80"} {
+		in := clientFrame(true, OpClose, append([]byte{0x03, 0xE8}, reason...), key)
+		_, out := runInput(t, in, testOptions())
+		if !bytes.HasPrefix(out, []byte{0x88}) || len(out) < 4 || out[2] != 0x03 || out[3] != 0xEF { // 1007
+			t.Errorf("reason %q: wrote %x, want a close 1007", reason, out)
+		}
+	}
+	// A valid reason is echoed with the code alone.
+	in := clientFrame(true, OpClose, append([]byte{0x03, 0xE8}, "\u00e9t\u00e9"...), key)
+	if _, out := runInput(t, in, testOptions()); !bytes.Equal(out, []byte{0x88, 2, 0x03, 0xE8}) {
+		t.Errorf("valid reason: wrote %x, want the echo of 1000", out)
+	}
 }

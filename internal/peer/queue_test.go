@@ -1,6 +1,7 @@
 package peer
 
 import (
+	"bufio"
 	"bytes"
 	"io"
 	"net"
@@ -183,4 +184,38 @@ func TestControlFrameWaitsForPartialFrame(t *testing.T) {
 		t.Fatalf("wrote %q, want %q", got, want)
 	}
 	server.Close()
+}
+
+// Pings that arrive while a pong is still waiting to be written share one
+// pong, carrying the latest ping's payload (RFC 6455 §5.5.3). Pinned
+// because it is visible on the wire: ten pings back to back get one pong.
+func TestPingsCoalesceIntoLatestPong(t *testing.T) {
+	c, client, _ := tcpPair(t, testOptions())
+	c.HoldWrites() // nothing is written until the reader has seen every ping
+	key := [4]byte{8, 6, 4, 2}
+	var burst []byte
+	for i := range 10 {
+		burst = append(burst, clientFrame(true, OpPing, []byte{'p', byte('0' + i)}, key)...)
+	}
+	if _, err := client.Write(burst); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.ctl) == 1 && string(c.ctl[0].data) == "p9"
+	})
+	sendFrame(t, c, "marker", false) // queued behind the pong
+	c.ReleaseWrites()
+	br := bufio.NewReader(client)
+	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for _, want := range []serverFrame{{OpPong, []byte("p9")}, {OpText, []byte("marker")}} {
+		f, err := readServerFrame(br)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.op != want.op || !bytes.Equal(f.payload, want.payload) {
+			t.Fatalf("got op %d %q, want op %d %q", f.op, f.payload, want.op, want.payload)
+		}
+	}
 }

@@ -14,9 +14,23 @@ import (
 // larger than what it holds are read straight into their message buffer.
 const chunkSize = 4096
 
-// readLoop parses frames until the connection ends. It reports whether the
-// peer closed with a close frame that we must still answer (flush).
-func (c *Conn) readLoop(h Handler) (flush bool) {
+// readEnd says how the read loop ended.
+type readEnd struct {
+	// flush: the peer's close frame has arrived; whatever close frame is
+	// queued must be written before the socket is closed.
+	flush bool
+	// discard: the relay failed the connection; the input that follows is
+	// to be discarded until the peer's close frame (see discard).
+	discard bool
+	// skip, with discard: how many bytes of input, from the unread
+	// buffered input on, still belong to the frame being read; -1 when the
+	// stream can no longer be parsed.
+	skip int64
+}
+
+// readLoop parses frames until the connection ends, and says how it ended.
+// A message being assembled is released before it returns.
+func (c *Conn) readLoop(h Handler) readEnd {
 	if len(c.pend) > 0 {
 		c.chunk = bufpool.Get(max(chunkSize, len(c.pend)))
 		c.w = copy(c.chunk.B, c.pend)
@@ -35,12 +49,12 @@ func (c *Conn) readLoop(h Handler) (flush bool) {
 		hd, err := parseHeader(c.avail())
 		for err == errNeedMore {
 			if err = c.fill(inMsg || c.r < c.w); err != nil {
-				return c.readFailed(err)
+				return c.readFailed(err, 0)
 			}
 			hd, err = parseHeader(c.avail())
 		}
 		if err != nil {
-			return c.fail(c.opt.ReasonProtocol)
+			return c.fail(c.opt.ReasonProtocol, -1)
 		}
 		c.r += hd.size
 
@@ -48,7 +62,7 @@ func (c *Conn) readLoop(h Handler) (flush bool) {
 			n := int(hd.length)
 			for c.w-c.r < n {
 				if err := c.fill(true); err != nil {
-					return c.readFailed(err)
+					return c.readFailed(err, int64(n))
 				}
 			}
 			// Control payloads are rare and small: a fresh slice keeps 125
@@ -66,10 +80,13 @@ func (c *Conn) readLoop(h Handler) (flush bool) {
 				c.gotPong()
 			case OpClose:
 				code, err := parseClosePayload(p, c.opt.CodeAllowed)
-				if err != nil {
-					return c.fail(c.opt.ReasonProtocol)
+				switch {
+				case err == errBadCloseText:
+					return c.rejectClose(c.opt.ReasonInvalidUTF8)
+				case err != nil:
+					return c.rejectClose(c.opt.ReasonProtocol)
 				}
-				return c.peerClosed(code)
+				return readEnd{flush: c.peerClosed(code)}
 			}
 			if !inMsg {
 				c.messageDone()
@@ -80,12 +97,12 @@ func (c *Conn) readLoop(h Handler) (flush bool) {
 		// Data frame.
 		switch {
 		case hd.op == OpContinuation && !inMsg, hd.op != OpContinuation && inMsg:
-			return c.fail(c.opt.ReasonProtocol)
+			return c.fail(c.opt.ReasonProtocol, hd.length)
 		case hd.op != OpContinuation:
 			inMsg, msgOp, msgLen = true, hd.op, 0
 		}
 		if hd.length > int64(c.opt.MaxMessage-msgLen) {
-			return c.fail(c.opt.ReasonTooBig)
+			return c.fail(c.opt.ReasonTooBig, hd.length)
 		}
 		n := int(hd.length)
 		if msg == nil {
@@ -107,7 +124,7 @@ func (c *Conn) readLoop(h Handler) (flush bool) {
 				got += k
 			}
 			if err != nil {
-				return c.readFailed(err)
+				return c.readFailed(err, int64(n-got))
 			}
 		}
 		msgLen += n
@@ -257,27 +274,112 @@ func (c *Conn) armDeadline(midMessage bool) {
 // messageDone marks the end of a message: the next one gets its own deadline.
 func (c *Conn) messageDone() { c.msgTimed = false }
 
-// readFailed ends the read loop after a read error.
-func (c *Conn) readFailed(err error) bool {
+// readFailed ends the read loop after a read error. skip is as for fail.
+func (c *Conn) readFailed(err error, skip int64) readEnd {
 	if errors.Is(err, os.ErrDeadlineExceeded) && !c.closing.Load() && c.Open() {
-		// A message did not finish arriving in time. Give our close frame
-		// the close wait to go out before the socket is dropped.
-		_ = c.nc.SetReadDeadline(time.Now().Add(c.opt.CloseWait))
-		return c.fail(c.opt.ReasonMessageTimeout)
+		// A message did not finish arriving in time.
+		return c.fail(c.opt.ReasonMessageTimeout, skip)
 	}
-	return false
+	return readEnd{}
 }
 
-// fail closes with cl after a read-side violation and then discards input
-// until the peer hangs up or the close wait ends: the stream can no longer
-// be parsed.
-func (c *Conn) fail(cl Close) bool {
-	if !c.Close(cl, false) {
-		return false
+// fail closes with cl after a read-side violation (unless a close is
+// already under way) and ends the read loop; the input that follows is then
+// discarded until the peer answers with its close frame. skip is how many
+// bytes of input, from the unread buffered input on, still belong to the
+// frame being read, or -1 when the stream can no longer be parsed.
+func (c *Conn) fail(cl Close, skip int64) readEnd {
+	c.Close(cl, false)
+	if !c.closing.Load() {
+		// The close wait bounds the discard from now on; the writer sets
+		// it afresh once our close frame is out.
+		_ = c.nc.SetReadDeadline(time.Now().Add(c.opt.CloseWait))
+	}
+	return readEnd{discard: true, skip: skip}
+}
+
+// rejectClose answers a malformed close frame from the peer with cl
+// (unless a close is already under way). The peer's close frame has
+// arrived all the same, so once ours is written the handshake is over.
+func (c *Conn) rejectClose(cl Close) readEnd {
+	c.Close(cl, false)
+	return readEnd{flush: true}
+}
+
+// discard reads and drops the input that follows a failure, holding one
+// chunk and never a payload. It still parses frame headers, skipping their
+// payloads, so that it recognises the peer's close frame: RFC 6455 §7.1.1
+// has the server close the TCP connection once both close frames have
+// passed, so it then reports true (flush: the socket is closed as soon as
+// our close frame is out). It reports false when the peer hangs up or the
+// read deadline (the close wait) passes first. skip is as for fail; once
+// the stream cannot be parsed (skip < 0, or a header that does not parse)
+// everything is dropped until then.
+func (c *Conn) discard(skip int64) bool {
+	if c.chunk == nil {
+		c.chunk = bufpool.Get(chunkSize)
+		c.r, c.w = 0, 0
 	}
 	for {
-		if _, err := c.nc.Read(c.peek[:]); err != nil {
-			return false
+		if skip != 0 {
+			n := c.w - c.r
+			if skip > 0 && int64(n) > skip {
+				n = int(skip)
+			}
+			c.r += n
+			if skip > 0 {
+				skip -= int64(n)
+			}
+			if skip != 0 {
+				if c.discardRead() != nil {
+					return false
+				}
+				continue
+			}
+		}
+		hd, err := parseHeader(c.avail())
+		switch {
+		case err == errNeedMore:
+			if c.discardRead() != nil {
+				return false
+			}
+			continue
+		case err != nil:
+			skip = -1
+			continue
+		}
+		c.r += hd.size
+		skip = hd.length
+		if hd.op == OpClose {
+			// Read its payload (at most 125 bytes) too: closing a socket
+			// with unread input would reset the connection, and the peer
+			// could lose our close frame.
+			for int64(c.w-c.r) < skip {
+				if c.discardRead() != nil {
+					return false
+				}
+			}
+			c.r += int(skip)
+			return true
+		}
+	}
+}
+
+// discardRead reads more input into the chunk after its unread bytes,
+// which it first moves to the front. It leaves the read deadline alone.
+func (c *Conn) discardRead() error {
+	if c.r > 0 {
+		c.w = copy(c.chunk.B, c.chunk.B[c.r:c.w])
+		c.r = 0
+	}
+	for {
+		n, err := c.nc.Read(c.chunk.B[c.w:])
+		c.w += n
+		if n > 0 {
+			return nil
+		}
+		if err != nil {
+			return err
 		}
 	}
 }

@@ -93,9 +93,11 @@ func (r *Registry[B, P]) Claim(id string, b B) ClaimResult[B, P] {
 	return ClaimResult[B, P]{Outcome: Reclaimed, Evicted: r.installLocked(e, b)}
 }
 
-// TakeOver gives id to b if incumbent still holds it, evicting its phones;
-// it is the end of a failed conflict probe. ok is false when the id changed
-// hands (or was released) meanwhile, and then nothing changed.
+// TakeOver gives id to b if incumbent still holds it, evicting its phones:
+// an atomic "replace the holder if it is still this one", for a claim that
+// found the incumbent gone (its connection closing, or silent in a conflict
+// probe). ok is false when the id changed hands (or was released)
+// meanwhile, and then nothing changed.
 func (r *Registry[B, P]) TakeOver(id string, incumbent, b B) (evicted []P, ok bool) {
 	var zero B
 	r.mu.Lock()

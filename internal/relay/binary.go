@@ -25,17 +25,17 @@ func (b *localBinary) Deliver(buf *bufpool.Buf, msg []byte, cancel <-chan struct
 
 func (b *localBinary) Probe(timeout time.Duration) bool { return b.conn.Probe(timeout) }
 
-func (b *localBinary) Evict(cl peer.Close) { b.conn.Close(cl, false) }
+func (b *localBinary) Closing() bool { return !b.conn.Open() }
 
-// Open reports whether the binary's connection still accepts data: false
-// once its close has begun.
-func (b *localBinary) Open() bool { return b.conn.Open() }
+func (b *localBinary) Evict(cl peer.Close) { b.conn.Close(cl, false) }
 
 // serveBinary is /v1/server: the pyry daemon claiming its server-id. The
 // claim is made before the 101 response goes out, so the binary is
 // registered the moment its upgrade completes: a phone that dials right
-// after cannot find the id missing. A conflicting claim is answered with
-// 101 as well and resolved afterwards (probe, then 4409 or takeover).
+// after cannot find the id missing. A claim that finds the incumbent's
+// connection already closing (a daemon that redials right after its clean
+// close) is a reclaim at once. Any other conflicting claim is answered
+// with 101 as well and resolved afterwards (probe, then 4409 or takeover).
 func (s *Server) serveBinary(w http.ResponseWriter, r *http.Request) {
 	id := r.Header.Get(wire.HeaderServer)
 	switch {
@@ -68,10 +68,9 @@ func (s *Server) serveBinary(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	b := &localBinary{s: s, id: id, conn: c}
-	res := s.dir.Claim(b.id, b)
+	res := s.claim(b)
 	if res.Outcome == registry.Reclaimed {
-		s.stats.GraceReclaimed.Add(1)
-		evict(res.Evicted, peer.Close(wire.CloseReclaimed))
+		s.reclaimed(res.Evicted)
 	}
 	if err := peer.Accept(nc, accept, s.cfg.WriteTimeout); err != nil {
 		// The socket is gone; Run notices at once and the claim ends as
@@ -122,17 +121,47 @@ func (s *Server) runBinary(b *localBinary, res registry.ClaimResult[Binary, Phon
 	}
 }
 
+// claim asks the directory for b's id. An incumbent whose connection has
+// begun to close is gone: the claim replaces it at once and is a reclaim,
+// with no probe (so never a 4409). Otherwise the result is the directory's.
+func (s *Server) claim(b *localBinary) registry.ClaimResult[Binary, Phone] {
+	res := s.dir.Claim(b.id, b)
+	for range 3 { // retried only when the id changes hands meanwhile
+		if res.Outcome != registry.Conflict || !res.Incumbent.Closing() {
+			return res
+		}
+		if evicted, ok := s.dir.TakeOver(b.id, res.Incumbent, b); ok {
+			return registry.ClaimResult[Binary, Phone]{Outcome: registry.Reclaimed, Evicted: evicted}
+		}
+		res = s.dir.Claim(b.id, b)
+	}
+	return res
+}
+
+// reclaimed counts a reclaim and closes the phones of the binary that
+// held the id before: a restarted daemon has no session for them.
+func (s *Server) reclaimed(phones []Phone) {
+	s.stats.GraceReclaimed.Add(1)
+	evict(phones, peer.Close(wire.CloseReclaimed))
+}
+
 // resolveConflict runs the conflict probe against a live incumbent and
-// takes the id over if it stays silent. It returns Claimed when b now holds
-// the id, Conflict when the incumbent answered (4409), and Unavailable when
-// the claim could not be settled (the id kept changing hands, or a cluster
-// directory could not check it).
+// takes the id over if it stays silent. An incumbent that begins to close
+// during the probe is gone instead: b reclaims the id. It returns Claimed
+// when b now holds the id, Conflict when the incumbent answered (4409), and
+// Unavailable when the claim could not be settled (the id kept changing
+// hands, or a cluster directory could not check it).
 func (s *Server) resolveConflict(b *localBinary, incumbent Binary) registry.Outcome {
 	for range 3 { // retried only when the id changes hands during a probe
 		if incumbent.Probe(s.cfg.ProbeTimeout) {
 			return registry.Conflict
 		}
+		gone := incumbent.Closing()
 		evicted, ok := s.dir.TakeOver(b.id, incumbent, b)
+		if ok && gone {
+			s.reclaimed(evicted)
+			return registry.Claimed
+		}
 		if ok {
 			s.stats.Takeovers.Add(1)
 			s.log.Info("binary_takeover", "server_id", b.id)
@@ -142,13 +171,12 @@ func (s *Server) resolveConflict(b *localBinary, incumbent Binary) registry.Outc
 			incumbent.Evict(peer.Close(wire.CloseHeartbeat))
 			return registry.Claimed
 		}
-		res := s.dir.Claim(b.id, b)
+		res := s.claim(b)
 		switch res.Outcome {
 		case registry.Unavailable, registry.Claimed:
 			return res.Outcome
 		case registry.Reclaimed:
-			s.stats.GraceReclaimed.Add(1)
-			evict(res.Evicted, peer.Close(wire.CloseReclaimed))
+			s.reclaimed(res.Evicted)
 			return registry.Claimed
 		}
 		incumbent = res.Incumbent

@@ -955,7 +955,6 @@ func TestRoutingCloseNotices(t *testing.T) {
 		if !errors.As(rerr, &ce) || ce.Code != 1002 {
 			t.Fatalf("phone: %v, want close 1002", rerr)
 		}
-		ph.NetConn().Close() // our close already went out; do not make the relay wait for another
 		rtExpect(t, bin, rtNotice(id, ce.Code))
 	})
 

@@ -20,7 +20,13 @@ type Binary interface {
 	// arriving with this one, so it may be written at once.
 	Deliver(buf *bufpool.Buf, msg []byte, cancel <-chan struct{}, last bool) error
 	// Probe pings the binary and reports whether it answers within timeout.
+	// It reports false as soon as the binary's connection begins to close.
 	Probe(timeout time.Duration) bool
+	// Closing reports whether the binary's connection has begun to close
+	// (a close frame sent or received, the socket closing or closed). Such
+	// a binary carries no more traffic: a new claim for its id replaces it
+	// as a reclaim, without a probe.
+	Closing() bool
 	// Evict closes the binary with cl.
 	Evict(cl peer.Close)
 }

@@ -144,6 +144,7 @@ func New(cfg Config, log *slog.Logger, opts ...Option) *Server {
 		ReasonTooBig:         peer.Close(wire.CloseTooBig),
 		ReasonHeartbeat:      peer.Close(wire.CloseHeartbeat),
 		ReasonMessageTimeout: peer.Close(wire.CloseMessageTimeout),
+		ReasonInvalidUTF8:    peer.Close(wire.CloseInvalidUTF8),
 	}
 	if s.stats.forward != nil {
 		base.StampReads = true

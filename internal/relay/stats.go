@@ -25,7 +25,7 @@ type Stats struct {
 	PushMalformed atomic.Int64 // push_wake requests with a bad platform or token
 	PushDropped   atomic.Int64 // wakes dropped because no push sender is configured
 
-	GraceReclaimed atomic.Int64 // ids reclaimed during their grace period
+	GraceReclaimed atomic.Int64 // ids reclaimed during their grace period, or from a binary whose connection was closing
 	GraceExpired   atomic.Int64 // ids released when the grace period ran out
 	Takeovers      atomic.Int64 // ids taken from a binary that failed the conflict probe
 

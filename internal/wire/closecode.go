@@ -42,6 +42,9 @@ var (
 	CloseBinaryOpcode = Close{1003, "binary messages are not accepted"}
 	// CloseInvalidJSON closes a phone whose frame is not one valid JSON value.
 	CloseInvalidJSON = Close{1007, "frame is not valid JSON"}
+	// CloseInvalidUTF8 closes a peer whose close frame carries a reason that
+	// is not valid UTF-8 (RFC 6455 §5.5.1, §8.1).
+	CloseInvalidUTF8 = Close{1007, "close reason is not valid UTF-8"}
 	// CloseTooBig closes a peer whose message exceeds the read limit.
 	CloseTooBig = Close{1009, "message too big"}
 	// CloseHeartbeat closes a peer that did not answer a ping in time.

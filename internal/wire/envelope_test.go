@@ -361,7 +361,7 @@ func TestWireCloseCodeAllowed(t *testing.T) {
 func TestCloseTable(t *testing.T) {
 	all := []Close{
 		CloseNormal, CloseShuttingDown, CloseGoingAway, CloseProtocol, CloseBinaryOpcode,
-		CloseInvalidJSON, CloseTooBig, CloseHeartbeat, CloseBacklog, CloseMessageTimeout, CloseWriteTimeout,
+		CloseInvalidJSON, CloseInvalidUTF8, CloseTooBig, CloseHeartbeat, CloseBacklog, CloseMessageTimeout, CloseWriteTimeout,
 		CloseNoServer, CloseReclaimed, CloseClaimed, CloseTooManyPhones, CloseTryAgain, CloseNodeLost,
 	}
 	for _, c := range all {
