@@ -697,6 +697,7 @@ func (r *runner) talk(p *phone, end time.Time) chatTally {
 			return t
 		}
 		silent := time.Since(start)
+		pinged := p.c.Pings() > pings // read before the write: only pings during the pause count
 		s := p.sent.Load()
 		buf = appendFrame(buf[:0], typeData, p.idx, s, r.now(), r.cfg.Size)
 		p.sent.Store(s + 1)
@@ -706,7 +707,7 @@ func (r *runner) talk(p *phone, end time.Time) chatTally {
 		}
 		t.frames++
 		t.longest = max(t.longest, silent)
-		if p.c.Pings() > pings {
+		if pinged {
 			t.afterPing++
 		}
 	}
