@@ -7,6 +7,7 @@
 //	go run ./cmd/relay-load --mode fanout --phones 16                 # one binary addressing 16 phones
 //	go run ./cmd/relay-load --mode churn --rate 1000                  # connect, handshake, disconnect
 //	go run ./cmd/relay-load --mode stall --phones 1000 --relay-pid PID --phone-queue-bytes 262144
+//	go run ./cmd/relay-load --mode chat                               # 100 phones, a frame every 5–90 s, for 3 minutes
 package main
 
 import (
@@ -52,9 +53,20 @@ Modes (--mode):
           at --rate per second (0: as fast as --concurrency allows)
   stall   P phones (--phones 1000) that never read, and a binary sending to
           all of them: the relay's memory against its queue budgets
+  chat    traffic like people's: P phones (--phones 100), one echo binary each
+          (--binaries), each phone silent for a random pause between
+          --pause-min and --pause-max (5s-90s, mostly longer than a relay's
+          heartbeat) before each frame, for --duration (3m): every frame must
+          come back and no connection drop; round-trip latency
+
+A connection that lies idle past a heartbeat ping is what idle holds and chat
+pauses test: make them longer than the relay's --heartbeat-interval plus its
+--write-timeout (40s at the relay's defaults). The report says how many pings
+the relay sent; none means the run was too short to test that.
 
 Every frame carries a sequence number checked at the other end: lost,
-duplicated or reordered frames are reported and make the exit status 1.
+duplicated or reordered frames, and connections the relay dropped, are
+reported and make the exit status 1.
 With --relay-pid (relay on this machine) the relay's CPU and memory are read
 from /proc. The target must be a loopback address unless --allow-remote.
 
@@ -73,19 +85,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool)
 	var sourceIPs string
 	var asJSON, quiet bool
 	fs.StringVar(&c.URL, "url", "ws://127.0.0.1:8080", "relay base URL (ws:// or wss://); /v1/server and /v1/client are appended")
-	fs.StringVar(&c.Mode, "mode", loadgen.ModeRT, "rt, idle, fanout, churn or stall")
-	fs.IntVar(&c.Binaries, "binaries", 0, "binary connections (default per mode: rt 4, idle conns/2, fanout 1, churn 4, stall 1)")
-	fs.IntVar(&c.Phones, "phones", 0, "phone connections, spread round-robin over the binaries (default per mode: rt 64, idle conns/2, fanout 16, stall 1000)")
+	fs.StringVar(&c.Mode, "mode", loadgen.ModeRT, "rt, idle, fanout, churn, stall or chat")
+	fs.IntVar(&c.Binaries, "binaries", 0, "binary connections (default per mode: rt 4, idle conns/2, fanout 1, churn 32, stall 1, chat one per phone)")
+	fs.IntVar(&c.Phones, "phones", 0, "phone connections, spread round-robin over the binaries (default per mode: rt 64, idle conns/2, fanout 16, stall 1000, chat 100)")
 	fs.IntVar(&conns, "conns", 0, "idle: total connections, half binaries and half phones")
 	fs.IntVar(&c.Window, "window", 0, "frames in flight per phone (default rt 8, fanout 64)")
 	fs.IntVar(&c.Size, "size", 0, "phone frame size in bytes (default 1024; stall 4096)")
-	fs.DurationVar(&c.Duration, "duration", 0, "measured time (default 10s)")
+	fs.DurationVar(&c.Duration, "duration", 0, "measured time (default 10s; chat 3m)")
 	fs.DurationVar(&c.Warmup, "warmup", 0, "unmeasured traffic before it (rt, fanout; default 2s)")
-	fs.DurationVar(&c.Hold, "hold", 0, "idle: how long to hold the connections before reading memory (default 5s)")
+	fs.DurationVar(&c.Hold, "hold", 0, "idle: how long to hold the connections before reading memory (default 5s; longer than the relay's heartbeat interval plus write timeout to test idle connections past a ping)")
 	fs.Float64Var(&c.Rate, "rate", 0, "churn: target cycles per second (default 500; negative: unlimited)")
 	fs.IntVar(&c.Concurrency, "concurrency", 0, "parallel dials; churn workers (default 64; churn 32)")
 	fs.IntVar(&c.ProbePhones, "probe-phones", 0, "idle: phones that time round trips after the hold (default 4)")
 	fs.DurationVar(&c.ProbeDuration, "probe-duration", 0, "idle: how long they do (default 2s)")
+	fs.DurationVar(&c.PauseMin, "pause-min", 0, "chat: shortest pause before a phone's frame (default 5s, or --pause-max if shorter)")
+	fs.DurationVar(&c.PauseMax, "pause-max", 0, "chat: longest pause before a phone's frame (default 90s, or --pause-min if longer)")
 	fs.IntVar(&c.PhoneQueueBytes, "phone-queue-bytes", 0, "stall: the relay's --phone-queue-bytes, to compare its memory with (default 4194304)")
 	fs.IntVar(&c.StallRecvBuf, "stall-rcvbuf", 0, "stall: the stalled phones' SO_RCVBUF in bytes (default 4096)")
 	fs.StringVar(&sourceIPs, "source-ips", "", "local addresses to bind, round-robin, e.g. 127.0.0.2-127.0.0.50,127.0.1.1")
@@ -119,6 +133,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool)
 	}
 	if c.Rate < 0 {
 		c.Rate = -1 // WithDefaults turns it into "unlimited"
+	}
+	if c.PauseMin < 0 || c.PauseMax < 0 || (c.PauseMax > 0 && c.PauseMin > c.PauseMax) {
+		fmt.Fprintf(stderr, "relay-load: want 0 < --pause-min <= --pause-max, got %v and %v\n", c.PauseMin, c.PauseMax)
+		return 2
 	}
 	if sourceIPs == "" && loopbackV4(c.URL) {
 		// A relay's per-IP limits (20 upgrades in a burst by default) would

@@ -21,6 +21,13 @@ const (
 	ModeFanout = "fanout" // one binary addressing many phones
 	ModeChurn  = "churn"  // connect, handshake, disconnect at a rate
 	ModeStall  = "stall"  // phones that never read, a binary sending to them
+	ModeChat   = "chat"   // phones sending a frame now and then, long pauses between
+)
+
+// Chat mode's default pauses.
+const (
+	DefaultPauseMin = 5 * time.Second
+	DefaultPauseMax = 90 * time.Second
 )
 
 // Config describes one run. Zero fields take the mode's defaults
@@ -33,7 +40,7 @@ type Config struct {
 	Phones   int           // phone connections, spread round-robin over binaries
 	Window   int           // frames in flight per phone (rt, fanout)
 	Size     int           // phone frame size in bytes
-	Duration time.Duration // measured time (rt, fanout, churn, stall)
+	Duration time.Duration // measured time (rt, fanout, churn, stall, chat)
 	Warmup   time.Duration // unmeasured time before it (rt, fanout)
 	Hold     time.Duration // idle: how long connections are held before memory is read
 
@@ -42,6 +49,11 @@ type Config struct {
 
 	ProbePhones   int           // idle: phones that measure round trips after the hold
 	ProbeDuration time.Duration // idle: how long they do
+
+	// chat: each phone is silent for a random pause in [PauseMin, PauseMax]
+	// before each frame it sends.
+	PauseMin time.Duration
+	PauseMax time.Duration
 
 	StallRecvBuf    int // stall: phones' SO_RCVBUF
 	PhoneQueueBytes int // stall: the relay's --phone-queue-bytes, for the budget comparison
@@ -106,6 +118,23 @@ func (c Config) WithDefaults() Config {
 		set(&c.Size, 4096)
 		set(&c.StallRecvBuf, 4096)
 		set(&c.PhoneQueueBytes, 4<<20)
+	case ModeChat:
+		// One phone per binary, as for most people, so both of the relay's
+		// legs lie idle for the whole pause.
+		set(&c.Phones, 100)
+		set(&c.Binaries, c.Phones)
+		// Pauses mostly longer than a heartbeat (30 s) plus the write
+		// timeout (10 s) of a relay at its defaults; a given bound keeps the
+		// other inside it.
+		switch {
+		case c.PauseMin == 0 && c.PauseMax == 0:
+			c.PauseMin, c.PauseMax = DefaultPauseMin, DefaultPauseMax
+		case c.PauseMin == 0:
+			c.PauseMin = min(DefaultPauseMin, c.PauseMax)
+		case c.PauseMax == 0:
+			c.PauseMax = max(DefaultPauseMax, c.PauseMin)
+		}
+		dur(&c.Duration, 3*time.Minute)
 	}
 	if c.Rate < 0 {
 		c.Rate = 0

@@ -17,6 +17,13 @@ import (
 // ws:// URL.
 func startRelay(t *testing.T, cfg relay.Config) string {
 	t.Helper()
+	url, _ := startRelayServer(t, cfg)
+	return url
+}
+
+// startRelayServer is startRelay that also returns the relay.
+func startRelayServer(t *testing.T, cfg relay.Config) (string, *relay.Server) {
+	t.Helper()
 	if cfg.CloseWait == 0 {
 		cfg.CloseWait = 200 * time.Millisecond
 	}
@@ -28,7 +35,7 @@ func startRelay(t *testing.T, cfg relay.Config) string {
 		defer cancel()
 		_ = srv.Shutdown(ctx)
 	})
-	return "ws" + strings.TrimPrefix(hs.URL, "http")
+	return "ws" + strings.TrimPrefix(hs.URL, "http"), srv
 }
 
 func run(t *testing.T, cfg Config) *Result {
@@ -162,5 +169,92 @@ func TestStall(t *testing.T) {
 	}
 	if res.Ops == 0 || res.Frames.Sent != res.Ops {
 		t.Errorf("frames sent %d, ops %d", res.Frames.Sent, res.Ops)
+	}
+}
+
+// Chat traffic on a relay with short timers: every pause is three to five
+// times a heartbeat plus the write timeout, so the relay pings each
+// connection several times (and the write deadline it set for each ping
+// passes) before every lone frame and its echo. Before the fix for stale
+// write deadlines the relay's first write after such a pause failed and
+// dropped the connection; now every frame must come back and nothing drop.
+func TestChat(t *testing.T) {
+	rcfg := relay.Config{HeartbeatInterval: 200 * time.Millisecond, WriteTimeout: 50 * time.Millisecond}
+	url := startRelay(t, rcfg)
+	cfg := Config{Mode: ModeChat, URL: url, Binaries: 6, Phones: 6, Size: 300,
+		PauseMin: 750 * time.Millisecond, PauseMax: 1250 * time.Millisecond, Duration: 5 * time.Second}
+	if idle := rcfg.HeartbeatInterval + rcfg.WriteTimeout; cfg.PauseMin < 3*idle {
+		t.Fatalf("pauses must outlast a heartbeat plus the write timeout (%v) several times", idle)
+	}
+	res := run(t, cfg)
+	checkStreams(t, res)
+	checkLatency(t, "round trip", res.Latency)
+	checkRelay(t, res, 12)
+	if res.Connections.Binaries != 6 || res.Connections.Phones != 6 || res.Connections.Dropped != 0 {
+		t.Errorf("connections %+v, want 6 + 6 and none dropped", res.Connections)
+	}
+	// Every frame was sent in the measured window and is timed.
+	if res.OpUnit != "round_trip" || res.Ops != res.Frames.Received || res.Latency.Count != res.Frames.Received {
+		t.Errorf("%d %ss measured, %d timed, %d received", res.Ops, res.OpUnit, res.Latency.Count, res.Frames.Received)
+	}
+	c := res.Chat
+	if c == nil {
+		t.Fatal("no chat figures")
+	}
+	// The first pause ends by 1.25 s of 5 s, so every phone sent frames.
+	if c.SilentPhones != 0 || res.Frames.Sent < 6 {
+		t.Errorf("%d phones silent, %d frames sent", c.SilentPhones, res.Frames.Sent)
+	}
+	if c.LongestPause < 0.75 || res.Params.PauseMin != 0.75 || res.Params.PauseMax != 1.25 {
+		t.Errorf("pauses: longest %.3f s, params %+v", c.LongestPause, res.Params)
+	}
+	// The case under test happened: frames followed pings.
+	if res.Pings == 0 || c.AfterPing == 0 {
+		t.Errorf("%d pings, %d frames after a ping: the pauses did not outlast a heartbeat", res.Pings, c.AfterPing)
+	}
+}
+
+// A connection the relay drops is an error: the relay shuts down while the
+// phones are between frames.
+func TestChatDropped(t *testing.T) {
+	url, srv := startRelayServer(t, relay.Config{})
+	done := make(chan *Result, 1)
+	go func() {
+		res, err := Run(context.Background(), Config{Mode: ModeChat, URL: url, Binaries: 3, Phones: 3, Size: 200,
+			PauseMin: 100 * time.Millisecond, PauseMax: 200 * time.Millisecond, Duration: 4 * time.Second})
+		if err != nil {
+			t.Errorf("run: %v", err)
+		}
+		done <- res
+	}()
+	for i := 0; ; i++ { // until every connection is registered, at most 20 s
+		if b, p := srv.Counts(); b == 3 && p == 3 {
+			break
+		}
+		if i == 2000 {
+			t.Fatal("the connections never registered")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(time.Second) // phones are talking
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(ctx)
+	res := <-done
+	if res == nil {
+		return
+	}
+	var b strings.Builder
+	res.WriteText(&b)
+	t.Log("\n" + b.String())
+	if res.OK || res.Connections.Dropped == 0 || !strings.Contains(b.String(), "DROPPED") {
+		t.Errorf("a relay shutting down: OK %v, connections %+v, want dropped and not OK", res.OK, res.Connections)
+	}
+	closed := false
+	for k := range res.Errors {
+		closed = closed || strings.Contains(k, "closed 1001")
+	}
+	if !closed {
+		t.Errorf("errors %v: want the relay's 1001 close", res.Errors)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -52,6 +53,7 @@ func (r *runner) phoneLoop(p *phone, ackEvery int) {
 	for {
 		op, msg, err := c.ReadMessage()
 		if err != nil {
+			p.gone.Store(true) // nothing more will arrive: drain stops waiting for it
 			r.connEnded("phone", err)
 			return
 		}
@@ -608,4 +610,106 @@ func (r *runner) startFanBinaries() (stop func()) {
 	stop = r.startProgress()
 	r.connectBinaries(r.fanReader)
 	return stop
+}
+
+// runChat: traffic like people's. Each phone stays silent for a random
+// pause in [PauseMin, PauseMax], sends one frame, and again, until Duration
+// ends; echo binaries send each frame back. The pauses are meant to outlast
+// the relay's heartbeats and write timeouts, so every frame is the first
+// thing on an idle pair in a long while. Every frame must come back once, in
+// order, and no connection may drop; each round trip is timed.
+func (r *runner) runChat() (*Result, error) {
+	cfg := r.cfg
+	r.beginRelay()
+	r.progress = func() string { return fmt.Sprintf("connecting: %d open, %d errors", r.open.Load(), r.errCount()) }
+	stop := r.startProgress()
+	r.connectBinaries(r.echoLoop)
+	r.connectPhones(0, func(p *phone) { p.h = new(hist) }, func(p *phone) { r.phoneLoop(p, 0) })
+	stop()
+	if len(r.phones) == 0 {
+		return r.setupFailed()
+	}
+	sent := func() uint64 {
+		var n uint64
+		for _, p := range r.phones {
+			n += p.sent.Load()
+		}
+		return n
+	}
+	r.progress = func() string {
+		return fmt.Sprintf("conns %d  frames sent %d  received %d  dropped %d  errors %d",
+			r.open.Load(), sent(), r.received(), r.dropped.Load(), r.errCount())
+	}
+	stop = r.startProgress()
+	w := r.openWindow()
+	r.phase.Store(phMeasure)
+	end := time.Now().Add(cfg.Duration)
+	talks := make([]chatTally, len(r.phones))
+	var talkers sync.WaitGroup
+	for i, p := range r.phones {
+		talkers.Add(1)
+		go func() { defer talkers.Done(); talks[i] = r.talk(p, end) }()
+	}
+	sleepCtx(r.ctx, time.Until(end)) // connections stay open, and are watched, to the end
+	talkers.Wait()                   // each stops before a pause that would outlast the run
+	r.drain()                        // still measuring: the last frames count too
+	r.phase.Store(phDrain)
+	res := r.result(w, "round_trip", r.measured(), len(r.binaries)+len(r.phones))
+	stop()
+	r.closeAll()
+	res.Latency = r.latency()
+	r.streamTotals(&res.Frames)
+	res.Params.PauseMin = cfg.PauseMin.Seconds()
+	res.Params.PauseMax = cfg.PauseMax.Seconds()
+	st := &ChatStats{}
+	for _, t := range talks {
+		st.LongestPause = max(st.LongestPause, t.longest.Seconds())
+		st.AfterPing += t.afterPing
+		if t.frames == 0 {
+			st.SilentPhones++
+		}
+	}
+	res.Chat = st
+	return r.finish(res), nil
+}
+
+// chatTally is what one chat phone did.
+type chatTally struct {
+	frames    uint64
+	afterPing uint64        // frames sent after a pause in which the relay pinged the phone
+	longest   time.Duration // longest pause before a frame
+}
+
+// talk sends phone p's frames, each after a random pause, until the next
+// pause would end after end or the phone's connection has dropped (its
+// reader reports that). A write that fails ends it too.
+func (r *runner) talk(p *phone, end time.Time) chatTally {
+	var t chatTally
+	var buf []byte
+	for r.ctx.Err() == nil {
+		pause := r.cfg.PauseMin + rand.N(r.cfg.PauseMax-r.cfg.PauseMin+1)
+		if time.Now().Add(pause).After(end) {
+			return t
+		}
+		pings := p.c.Pings()
+		start := time.Now()
+		if !sleepCtx(r.ctx, pause) || p.gone.Load() {
+			return t
+		}
+		silent := time.Since(start)
+		pinged := p.c.Pings() > pings // read before the write: only pings during the pause count
+		s := p.sent.Load()
+		buf = appendFrame(buf[:0], typeData, p.idx, s, r.now(), r.cfg.Size)
+		p.sent.Store(s + 1)
+		if err := p.c.WriteMessageWithin(buf, r.cfg.ConnectTimeout); err != nil {
+			r.addErr("phone write "+errKind(err), err)
+			return t
+		}
+		t.frames++
+		t.longest = max(t.longest, silent)
+		if pinged {
+			t.afterPing++
+		}
+	}
+	return t
 }

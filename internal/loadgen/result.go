@@ -18,7 +18,7 @@ type Result struct {
 	Connections ConnStats `json:"connections"`
 
 	// Ops counts what the mode measures in the measured window: round trips
-	// (rt, idle probe), frames delivered to phones (fanout), connect +
+	// (rt, idle probe, chat), frames delivered to phones (fanout), connect +
 	// handshake + disconnect cycles (churn), frames the binary sent (stall).
 	OpUnit    string  `json:"op_unit"`
 	Ops       uint64  `json:"ops"`
@@ -29,6 +29,12 @@ type Result struct {
 	ConnectLatency Latency `json:"connect_latency"` // TCP (+TLS) + upgrade
 	Frames         Frames  `json:"frames"`
 
+	// Pings counts the heartbeat pings the relay sent to the tool's
+	// connections (all answered). None in an idle or chat run means it was
+	// shorter than the relay's heartbeat interval, so it never tested a
+	// connection that lay idle past a ping.
+	Pings uint64 `json:"pings_received"`
+
 	Errors       map[string]int64  `json:"errors"`
 	ErrorSamples map[string]string `json:"error_samples,omitempty"`
 	CloseNotices map[string]int64  `json:"close_notices,omitempty"`
@@ -36,8 +42,10 @@ type Result struct {
 	Relay *RelayStats `json:"relay,omitempty"`
 	Tool  ToolStats   `json:"tool"`
 	Stall *StallStats `json:"stall,omitempty"`
+	Chat  *ChatStats  `json:"chat,omitempty"`
 
-	// OK: no frame lost, duplicated, reordered or corrupted, and no errors.
+	// OK: no frame lost, duplicated, reordered or corrupted, no errors, and
+	// no connection dropped.
 	OK bool `json:"ok"`
 }
 
@@ -51,6 +59,8 @@ type Params struct {
 	Warmup      float64 `json:"warmup_s,omitempty"`
 	Hold        float64 `json:"hold_s,omitempty"`
 	Rate        float64 `json:"target_rate,omitempty"`
+	PauseMin    float64 `json:"pause_min_s,omitempty"`
+	PauseMax    float64 `json:"pause_max_s,omitempty"`
 	Concurrency int     `json:"concurrency"`
 	SourceIPs   int     `json:"source_ips"`
 	TLS         bool    `json:"tls"`
@@ -62,6 +72,9 @@ type ConnStats struct {
 	Phones   int   `json:"phones"`
 	Failed   int64 `json:"failed"` // dials that failed
 	Retries  int64 `json:"retries,omitempty"`
+	// Dropped counts connections that ended before the tool closed them
+	// (closed by the relay, reset, EOF): each is also an error.
+	Dropped int64 `json:"dropped"`
 }
 
 // Frames is the end-to-end sequence check.
@@ -106,6 +119,17 @@ type StallStats struct {
 	RSSAfterClose   int64 `json:"rss_after_bytes"`       // once the flood stopped
 }
 
+// ChatStats is what the chat mode's phones did.
+type ChatStats struct {
+	LongestPause float64 `json:"longest_pause_s"` // longest silence before a frame a phone sent
+	// AfterPing counts frames sent after a silence in which the relay pinged
+	// the sending phone: the relay's last write on that connection was a
+	// heartbeat, the case that lost frames before the fix for stale write
+	// deadlines.
+	AfterPing    uint64 `json:"frames_after_ping"`
+	SilentPhones int    `json:"silent_phones"` // phones whose first pause outlasted the run
+}
+
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
 
 // WriteText writes a human-readable report.
@@ -115,6 +139,9 @@ func (r *Result) WriteText(w io.Writer) {
 	p("  connections  %d binaries, %d phones (%d failed dials", r.Connections.Binaries, r.Connections.Phones, r.Connections.Failed)
 	if r.Connections.Retries > 0 {
 		p(", %d retried", r.Connections.Retries)
+	}
+	if r.Connections.Dropped > 0 {
+		p(", %d DROPPED", r.Connections.Dropped)
 	}
 	p(")\n")
 	if r.Ops > 0 || r.Mode != ModeIdle {
@@ -145,6 +172,17 @@ func (r *Result) WriteText(w io.Writer) {
 		}
 		p("\n")
 	}
+	if c := r.Chat; c != nil {
+		p("  pauses       %.3g–%.3g s before each frame, longest %.3g s; %d frames sent after a ping; %d phones sent nothing\n",
+			r.Params.PauseMin, r.Params.PauseMax, c.LongestPause, c.AfterPing, c.SilentPhones)
+	}
+	switch {
+	case r.Pings > 0:
+		p("  heartbeats   %d pings from the relay, all answered\n", r.Pings)
+	case r.Mode == ModeIdle || r.Mode == ModeChat:
+		p("  heartbeats   no ping arrived: the run was shorter than the relay's heartbeat interval, so no\n")
+		p("               connection was tested past a ping (hold or pause longer than --heartbeat-interval)\n")
+	}
 	if s := r.Stall; s != nil {
 		p("  stall        %d phones closed by the relay; rss grew %.1f MiB at peak vs budgets %.1f MiB (%d × %d B): bounded=%v; %.1f MiB after\n",
 			s.PhonesClosed, mib(s.RSSGrowth), mib(s.BudgetSum), r.Connections.Phones, s.PhoneQueueBytes, s.Bounded, mib(s.RSSAfterClose))
@@ -164,7 +202,7 @@ func (r *Result) WriteText(w io.Writer) {
 	if r.OK {
 		p("  result       OK\n")
 	} else {
-		p("  result       FAILED (errors or frames lost, duplicated, reordered or corrupt)\n")
+		p("  result       FAILED (errors, dropped connections, or frames lost, duplicated, reordered or corrupt)\n")
 	}
 }
 

@@ -40,6 +40,7 @@ type runner struct {
 	open     atomic.Int64  // connections open now
 	failed   atomic.Int64
 	retries  atomic.Int64
+	dropped  atomic.Int64  // connections that ended before the tool closed them
 	progress func() string // the mode's live progress line
 
 	mu       sync.Mutex
@@ -81,7 +82,7 @@ type phone struct {
 	sent   atomic.Uint64 // frames sent in its stream (by it, or to it in fan-out)
 	uniq   atomic.Uint64 // distinct frames received
 	acked  atomic.Uint64 // fan-out: what the phone last acknowledged
-	gone   atomic.Bool   // fan-out and stall: the relay closed it (notice)
+	gone   atomic.Bool   // the relay closed it: a close notice (fan-out, stall) or its reader ended
 	meas   atomic.Uint64 // frames received in the measured window
 
 	chk      seqCheck
@@ -146,7 +147,8 @@ func (r *runner) dialBinary(i int) (*binaryConn, error) {
 }
 
 func (r *runner) readBuf() int {
-	if r.cfg.Mode == ModeIdle || r.cfg.Mode == ModeChurn || r.cfg.Mode == ModeStall {
+	switch r.cfg.Mode {
+	case ModeIdle, ModeChurn, ModeStall, ModeChat:
 		return 512 // grows on demand; idle connections keep it small
 	}
 	return 64 << 10
@@ -249,12 +251,14 @@ func (r *runner) noticeCount() int64 {
 	return n
 }
 
-// connEnded accounts for a connection whose reader stopped with err.
+// connEnded accounts for a connection whose reader stopped with err: before
+// the tool closes everything, that is a dropped connection.
 func (r *runner) connEnded(role string, err error) {
 	r.open.Add(-1)
 	if r.phase.Load() >= phDone {
 		return
 	}
+	r.dropped.Add(1)
 	r.addErr(role+" "+errKind(err), err)
 }
 
@@ -544,9 +548,18 @@ func (r *runner) finish(res *Result) *Result {
 	if len(res.CloseNotices) == 0 {
 		res.CloseNotices = nil
 	}
-	res.Connections = ConnStats{Binaries: len(r.binaries), Phones: len(r.phones), Failed: r.failed.Load(), Retries: r.retries.Load()}
+	res.Connections = ConnStats{Binaries: len(r.binaries), Phones: len(r.phones), Failed: r.failed.Load(),
+		Retries: r.retries.Load(), Dropped: r.dropped.Load()}
+	res.Pings = 0
+	for _, b := range r.binaries {
+		res.Pings += b.c.Pings()
+	}
+	for _, p := range r.phones {
+		res.Pings += p.c.Pings()
+	}
 	f := &res.Frames
-	res.OK = len(res.Errors) == 0 && f.Lost == 0 && f.Duplicated == 0 && f.Reordered == 0 && f.Corrupt == 0
+	res.OK = len(res.Errors) == 0 && res.Connections.Dropped == 0 &&
+		f.Lost == 0 && f.Duplicated == 0 && f.Reordered == 0 && f.Corrupt == 0
 	return res
 }
 
@@ -589,6 +602,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Binaries < 1 || cfg.Phones < 0 || cfg.Window < 0 || cfg.Size < 0 || cfg.Concurrency < 1 {
 		return nil, errors.New("binaries, concurrency must be at least 1; phones, window, size not negative")
 	}
+	if cfg.Mode == ModeChat && (cfg.PauseMin < 0 || cfg.PauseMax < cfg.PauseMin) {
+		return nil, fmt.Errorf("chat pauses: want 0 < --pause-min ≤ --pause-max, got %v and %v", cfg.PauseMin, cfg.PauseMax)
+	}
 	if _, err := RaiseFileLimit(uint64(2*(cfg.Binaries+cfg.Phones+cfg.Concurrency) + 1024)); err != nil {
 		return nil, fmt.Errorf("raising the open-file limit: %w", err)
 	}
@@ -607,6 +623,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return r.runChurn()
 	case ModeStall:
 		return r.runStall()
+	case ModeChat:
+		return r.runChat()
 	}
-	return nil, fmt.Errorf("unknown mode %q (rt, idle, fanout, churn, stall)", cfg.Mode)
+	return nil, fmt.Errorf("unknown mode %q (rt, idle, fanout, churn, stall, chat)", cfg.Mode)
 }

@@ -130,3 +130,37 @@ func TestDialRefused(t *testing.T) {
 		t.Errorf("err = %v", err)
 	}
 }
+
+func TestChatDefaults(t *testing.T) {
+	for _, c := range []struct {
+		min, max, wantMin, wantMax time.Duration
+	}{
+		{0, 0, DefaultPauseMin, DefaultPauseMax},
+		{0, 2 * time.Second, 2 * time.Second, 2 * time.Second},
+		{0, 60 * time.Second, DefaultPauseMin, 60 * time.Second},
+		{40 * time.Second, 0, 40 * time.Second, DefaultPauseMax},
+		{120 * time.Second, 0, 120 * time.Second, 120 * time.Second},
+		{time.Second, 3 * time.Second, time.Second, 3 * time.Second},
+	} {
+		got := Config{Mode: ModeChat, PauseMin: c.min, PauseMax: c.max}.WithDefaults()
+		if got.PauseMin != c.wantMin || got.PauseMax != c.wantMax {
+			t.Errorf("pauses %v, %v: got %v, %v, want %v, %v", c.min, c.max, got.PauseMin, got.PauseMax, c.wantMin, c.wantMax)
+		}
+	}
+	d := Config{Mode: ModeChat}.WithDefaults()
+	if d.Phones != 100 || d.Binaries != 100 || d.Duration != 3*time.Minute {
+		t.Errorf("defaults: %d phones, %d binaries, %v", d.Phones, d.Binaries, d.Duration)
+	}
+	if d := (Config{Mode: ModeChat, Phones: 8}).WithDefaults(); d.Binaries != 8 {
+		t.Errorf("binaries default to the phones: %d", d.Binaries)
+	}
+	for _, bad := range []Config{
+		{Mode: ModeChat, PauseMin: 3 * time.Second, PauseMax: time.Second},
+		{Mode: ModeChat, PauseMin: -time.Second},
+	} {
+		bad.URL = "ws://127.0.0.1:1"
+		if _, err := Run(context.Background(), bad); err == nil || !strings.Contains(err.Error(), "pause") {
+			t.Errorf("pauses %v, %v: err = %v", bad.PauseMin, bad.PauseMax, err)
+		}
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -74,6 +75,8 @@ type Conn struct {
 	wmu     sync.Mutex
 	scratch []byte // WriteMessage's and control frames' buffer, under wmu
 	closed  bool   // a close frame was sent, under wmu
+
+	pings atomic.Uint64 // pings received (and answered)
 }
 
 // DialOptions says how to open one connection.
@@ -339,6 +342,7 @@ func (c *Conn) ReadMessage() (byte, []byte, error) {
 		}
 		switch op {
 		case opPing:
+			c.pings.Add(1)
 			if err := c.writeControl(opPong, p); err != nil {
 				return 0, nil, err
 			}
@@ -421,6 +425,26 @@ func (c *Conn) Flush() error {
 func (c *Conn) WriteMessage(p []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	return c.writeText(p)
+}
+
+// Pings returns how many pings the relay sent on this connection (each was
+// answered by ReadMessage); safe from any goroutine.
+func (c *Conn) Pings() uint64 { return c.pings.Load() }
+
+// WriteMessageWithin is WriteMessage giving up after d. The deadline is set
+// and cleared under the write lock, so it never outlives this write or
+// reaches a pong written later by the reading goroutine.
+func (c *Conn) WriteMessageWithin(p []byte, d time.Duration) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	_ = c.nc.SetWriteDeadline(time.Now().Add(d))
+	defer c.nc.SetWriteDeadline(time.Time{})
+	return c.writeText(p)
+}
+
+// writeText writes one text message; the caller holds wmu.
+func (c *Conn) writeText(p []byte) error {
 	c.scratch = appendHeader(c.scratch[:0], opText, len(p))
 	c.scratch = append(c.scratch, p...)
 	_, err := c.nc.Write(c.scratch)

@@ -255,6 +255,19 @@ func summarize(w io.Writer, files []string) error {
 		if r.Mode == loadgen.ModeChurn && r.ConnectLatency.Count > 0 {
 			other += fmt.Sprintf("; connect p50 %.2f p99 %.2f ms", r.ConnectLatency.P50, r.ConnectLatency.P99)
 		}
+		if c := r.Chat; c != nil {
+			other += fmt.Sprintf("; pauses %g–%g s, longest %.1f s; %d frames after a ping",
+				r.Params.PauseMin, r.Params.PauseMax, c.LongestPause, c.AfterPing)
+		}
+		if r.Mode == loadgen.ModeIdle || r.Mode == loadgen.ModeChat {
+			other += fmt.Sprintf("; %d heartbeat pings", r.Pings)
+			if r.Params.Hold > 0 {
+				other += fmt.Sprintf(" in a %g s hold", r.Params.Hold)
+			}
+		}
+		if d := r.Connections.Dropped; d > 0 {
+			other += fmt.Sprintf("; %d connections DROPPED", d)
+		}
 		l := r.Latency
 		f := r.Frames
 		fmt.Fprintf(w, "| %s | %s%s | %d | %.0f %s/s | %.3f | %.3f | %.3f | %.3f | %.3f | %s | %s | %d/%d/%d | %s | %v |\n",

@@ -3,8 +3,14 @@
 # fresh relay built from this checkout, relay and load tool on this machine.
 # Results go to $OUT (one JSON file per run); a summary table is printed.
 #
-#   tools/perfplot/measure.sh                 # everything (about 10 minutes)
+#   tools/perfplot/measure.sh                 # everything (about 17 minutes)
 #   ONLY="rt fanout" tools/perfplot/measure.sh
+#
+# Idle holds (HOLD, default 45s) must outlast the relay's heartbeat interval
+# plus its write timeout (30 s + 10 s at its defaults): the probe after the
+# hold then runs on connections the relay has pinged, as a person's phone
+# is after a pause. Shorter holds never test that (the JSON's pings_received
+# says how many pings arrived).
 #
 # The relay runs with its production defaults (per-IP limits included); the
 # load tool spreads its connections over many 127/8 source addresses so they
@@ -14,7 +20,8 @@ cd "$(dirname "$0")/../.."
 out=${OUT:-/tmp/relay-perf}
 port=${PORT:-18080}
 tport=${TLS_PORT:-18443}
-only=${ONLY:-rt rt1 fanout idle idle-tls churn churn-tls stall}
+hold=${HOLD:-45s}
+only=${ONLY:-rt rt1 fanout idle idle-tls churn churn-tls stall chat}
 mkdir -p "$out"
 go build -o /tmp/pyrycode-relay ./cmd/pyrycode-relay
 go build -o /tmp/relay-load ./cmd/relay-load
@@ -68,14 +75,14 @@ fi
 if want idle; then # 15,000 idle connections: 7,500 binaries and 7,500 phones
 	for i in 1 2 3; do
 		relay
-		load "idle-$i" --url "$url" --mode idle --conns 15000 --hold 30s --source-ips 127.0.4.0-127.0.7.255
+		load "idle-$i" --url "$url" --mode idle --conns 15000 --hold "$hold" --source-ips 127.0.4.0-127.0.7.255
 		stop
 	done
 fi
 if want idle-tls; then
 	for i in 1 2 3; do
 		relay_tls
-		load "idle-tls-$i" --url "$turl" --ca-cert "$out/cert.pem" --mode idle --conns 15000 --hold 30s --source-ips 127.0.4.0-127.0.7.255
+		load "idle-tls-$i" --url "$turl" --ca-cert "$out/cert.pem" --mode idle --conns 15000 --hold "$hold" --source-ips 127.0.4.0-127.0.7.255
 		stop
 	done
 fi
@@ -103,5 +110,11 @@ if want stall; then # 1,000 phones that never read, one binary sending 4 KiB fra
 			stop
 		done
 	done
+fi
+if want chat; then # traffic like people's, at the tool's defaults: 100 phones with an echo binary each,
+	# a lone frame after each random 5-90 s pause, for 3 minutes; every frame must come back
+	relay
+	load chat --url "$url" --mode chat
+	stop
 fi
 go run ./tools/perfplot -summary "$out"/*.json

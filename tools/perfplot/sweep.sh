@@ -5,14 +5,18 @@
 # latency probe as JSON, then plot them all.
 #
 #   tools/perfplot/sweep.sh                      # 2 .. 15000 connections
-#   COUNTS="100 1000" HOLD=5s tools/perfplot/sweep.sh
+#   COUNTS="100 1000" HOLD=60s tools/perfplot/sweep.sh
+#
+# The hold (default 45s) outlasts the relay's heartbeat interval plus its
+# write timeout (30 s + 10 s at its defaults), so the latency probe runs on
+# connections the relay has pinged; a shorter one never tests that.
 #
 # Relay and load tool share the machine; only 127.0.0.1 is used.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-tools/perfplot/testdata}
 port=${PORT:-18080}
-hold=${HOLD:-10s}
+hold=${HOLD:-45s}
 counts=${COUNTS:-2 10 100 1000 2500 5000 10000 15000}
 src=${SOURCE_IPS:-127.0.4.0-127.0.7.255} # 1,024 addresses: at most 15 upgrades each
 mkdir -p "$out"
