@@ -60,11 +60,11 @@ func newTestCA(t *testing.T) *testCA {
 type testPair struct {
 	leafDER []byte
 	certPEM []byte // leaf followed by the CA certificate
-	keyPEM  []byte // "EC PRIVATE KEY", the block type autocert writes
+	keyPEM  []byte // "EC PRIVATE KEY", the block type the ACME cache holds
 }
 
 // issue signs a 90-day ECDSA P-256 leaf for dnsName, long enough that an
-// autocert manager holding it schedules no renewal during the test.
+// ACME manager holding it schedules no renewal during the test.
 func (ca *testCA) issue(t *testing.T, dnsName string) testPair {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
