@@ -455,9 +455,12 @@ func (a *ACME) attempt(ctx context.Context) {
 		a.lastErr = newIssueError(a.domain, stage, err, a.retryAt)
 	}
 	failed, failures := a.lastErr, a.failures
-	close(a.settled)
+	settled := a.settled
 	a.settled = make(chan struct{})
 	a.mu.Unlock()
+	// Handshakes waiting for this attempt are released only once it is
+	// logged and counted.
+	defer close(settled)
 
 	if err == nil {
 		a.log.Info("acme_issued", "domain", a.domain, "not_after", cert.Leaf.NotAfter,

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pyrycode/pyrycode-relay/internal/acmetest"
 )
 
 const testDomain = "relay.example.test"
@@ -167,4 +169,18 @@ func clientConfig(ca *testCA, serverName string) *tls.Config {
 		ServerName: serverName,
 		NextProtos: []string{"h2", "http/1.1"},
 	}
+}
+
+// x509Opts verifies a leaf of chain, issued by pb, for testDomain.
+func x509Opts(t *testing.T, pb *acmetest.CA, chain [][]byte) x509.VerifyOptions {
+	t.Helper()
+	inter := x509.NewCertPool()
+	for _, der := range chain[1:] {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inter.AddCert(c)
+	}
+	return x509.VerifyOptions{Roots: pb.Roots, DNSName: testDomain, Intermediates: inter}
 }
