@@ -405,3 +405,29 @@ func TestACMERenewsWhileServing(t *testing.T) {
 	}
 	checkLogClean(t, p.log.String())
 }
+
+func TestACMECACertErrorsExitTwo(t *testing.T) {
+	dir := t.TempDir()
+	notPEM := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(notPEM, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--insecure-listen", "127.0.0.1:0", "--acme-ca-cert", notPEM}, "--acme-ca-cert needs --domain"},
+		{[]string{"--domain", acmeDomain, "--cert-cache", filepath.Join(dir, "certs"), "--acme-ca-cert", notPEM,
+			"--https-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"}, "--acme-ca-cert: tlsconf: cannot load CA certificates"},
+		{[]string{"--domain", acmeDomain, "--cert-cache", filepath.Join(dir, "certs"), "--acme-ca-cert", filepath.Join(dir, "missing.pem"),
+			"--https-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"}, "--acme-ca-cert"},
+	} {
+		var out, errb syncBuf
+		if code := run(context.Background(), tc.args, noenv, &out, &errb, nil); code != exitUsage {
+			t.Errorf("%v: exit %d, want 2", tc.args, code)
+		}
+		if msg := errb.String(); !strings.Contains(msg, tc.want) || strings.Count(msg, "\n") != 1 {
+			t.Errorf("%v: stderr %q, want one line with %q", tc.args, msg, tc.want)
+		}
+	}
+}
