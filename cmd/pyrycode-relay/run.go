@@ -59,7 +59,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// Certificates and the cert cache are checked before anything logs, so
 	// a bad path is one line on stderr like every other configuration error.
 	relayRef := new(handlerRef)
-	servers, err := buildServers(cfg, relayRef, log)
+	servers, certs, err := buildServers(ctx, cfg, relayRef, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "pyrycode-relay: %v\n", err)
 		return exitUsage
@@ -103,6 +103,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err := mets.Register(pusher.Collectors()...); err != nil {
 		fmt.Fprintf(stderr, "pyrycode-relay: metrics: %v\n", err)
 		return exitFailed
+	}
+	if certs != nil {
+		if err := mets.Register(certs.Collectors()...); err != nil {
+			fmt.Fprintf(stderr, "pyrycode-relay: metrics: %v\n", err)
+			return exitFailed
+		}
+		defer certs.Close() // for the early returns below; idempotent
 	}
 	lim, err := limits.New(limits.Config{
 		UpgradeRate:    cfg.UpgradeRate,
@@ -177,6 +184,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			}
 		}()
 	}
+	if certs != nil {
+		// Only now, with the challenge listener serving, may the CA be
+		// asked to validate: the first attempt starts here.
+		certs.Start()
+	}
 
 	status := exitOK
 	select {
@@ -197,6 +209,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if s.role != "metrics" {
 			_ = s.http.Close()
 		}
+	}
+	if certs != nil {
+		certs.Close() // no attempt may start with the challenge listener gone
 	}
 	if err := srv.Shutdown(dctx); err != nil {
 		log.Warn("relay_drain_incomplete", "err", err)
@@ -230,12 +245,22 @@ type handlerRef struct{ h http.Handler }
 
 func (r *handlerRef) ServeHTTP(w http.ResponseWriter, req *http.Request) { r.h.ServeHTTP(w, req) }
 
-// buildServers returns the HTTP servers for the configured mode. In run,
-// every one of them is put behind the limiter: its listener wrapper counts
+// acmeTuningKey carries an acmeTuning in run's context. Only tests set it,
+// to make the ACME backoff and renewal window fit in a test's time.
+type acmeTuningKey struct{}
+
+type acmeTuning struct {
+	retryBase   time.Duration // first wait after a failure (default one minute)
+	renewBefore time.Duration // renewal window (default a third of the lifetime)
+}
+
+// buildServers returns the HTTP servers for the configured mode and, in
+// --domain mode, the certificate manager (not yet started). In run, every
+// server is put behind the limiter: its listener wrapper counts
 // connections from accept on (so sockets still in the TLS handshake or
 // header phase count toward the per-IP cap) and its middleware answers
 // over-limit requests before any upgrade.
-func buildServers(cfg config.Config, relaySrv http.Handler, log *slog.Logger) ([]server, error) {
+func buildServers(ctx context.Context, cfg config.Config, relaySrv http.Handler, log *slog.Logger) ([]server, *tlsconf.ACME, error) {
 	mk := func(h http.Handler, tc *tls.Config) *http.Server {
 		return &http.Server{
 			Handler:           h, // wrapped by the limiter's middleware in run
@@ -253,24 +278,41 @@ func buildServers(cfg config.Config, relaySrv http.Handler, log *slog.Logger) ([
 	}
 	switch {
 	case cfg.InsecureListen != "":
-		return []server{{"insecure", cfg.InsecureListen, mk(relaySrv, nil)}}, nil
+		return []server{{"insecure", cfg.InsecureListen, mk(relaySrv, nil)}}, nil, nil
 	case cfg.TLSCert != "":
 		fc, err := tlsconf.NewFileCert(cfg.TLSCert, cfg.TLSKey, log)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		return []server{{"https", cfg.HTTPSListen, mk(relaySrv, tlsconf.FileTLSConfig(fc))}}, nil
+		return []server{{"https", cfg.HTTPSListen, mk(relaySrv, tlsconf.FileTLSConfig(fc))}}, nil, nil
 	default:
 		dir, err := tlsconf.PrepareCacheDir(cfg.CertCache)
 		if err != nil {
-			return nil, fmt.Errorf("--cert-cache: %w", err)
+			return nil, nil, fmt.Errorf("--cert-cache: %w", err)
 		}
-		m := tlsconf.NewAutocert(cfg.Domain, dir, cfg.ACMEEmail, cfg.ACMEDirectory)
-		challenge := tlsconf.ChallengeHandler(m) // must exist before the first certificate request
+		acfg := tlsconf.ACMEConfig{
+			Domain:       cfg.Domain,
+			CacheDir:     dir,
+			Email:        cfg.ACMEEmail,
+			DirectoryURL: cfg.ACMEDirectory,
+			Log:          log,
+		}
+		if cfg.ACMECACert != "" {
+			if acfg.RootCAs, err = tlsconf.LoadCertPool(cfg.ACMECACert); err != nil {
+				return nil, nil, fmt.Errorf("--acme-ca-cert: %w", err)
+			}
+		}
+		if tune, ok := ctx.Value(acmeTuningKey{}).(acmeTuning); ok {
+			acfg.RetryBase, acfg.RenewBefore = tune.retryBase, tune.renewBefore
+		}
+		certs, err := tlsconf.NewACME(acfg)
+		if err != nil {
+			return nil, nil, err
+		}
 		return []server{
-			{"acme-http", cfg.HTTPListen, mk(challenge, nil)},
-			{"https", cfg.HTTPSListen, mk(tlsconf.RequireHost(cfg.Domain, relaySrv), tlsconf.AutocertTLSConfig(m))},
-		}, nil
+			{"acme-http", cfg.HTTPListen, mk(certs.ChallengeHandler(), nil)},
+			{"https", cfg.HTTPSListen, mk(tlsconf.RequireHost(cfg.Domain, relaySrv), certs.TLSConfig())},
+		}, certs, nil
 	}
 }
 

@@ -26,11 +26,15 @@ import (
 
 	"github.com/gorilla/websocket"
 	"go.uber.org/goleak"
+
+	"github.com/pyrycode/pyrycode-relay/internal/acmetest"
 )
 
 func TestMain(m *testing.M) {
-	// Idle pooled writers park in writerWorker's select until they time out.
-	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/pyrycode/pyrycode-relay/internal/peer.writerWorker"))
+	// Idle pooled writers park in writerWorker's select until they time out;
+	// every in-process pebble leaves its validation task loop behind.
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/pyrycode/pyrycode-relay/internal/peer.writerWorker"),
+		goleak.IgnoreTopFunction(acmetest.LeakedFunction))
 }
 
 // syncBuf is a goroutine-safe log sink.
@@ -127,7 +131,14 @@ type relayProc struct {
 
 func startRun(t *testing.T, args ...string) *relayProc {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
+	return startRunWith(t, context.Background(), nil, args...)
+}
+
+// startRunWith is startRun with a parent context and a hook called with each
+// listener's role and address as run reports it (before serving starts).
+func startRunWith(t *testing.T, parent context.Context, hook listening, args ...string) *relayProc {
+	t.Helper()
+	ctx, cancel := context.WithCancel(parent)
 	p := &relayProc{cancel: cancel, done: make(chan int, 1), addrs: map[string]net.Addr{}, log: new(syncBuf)}
 	var mu sync.Mutex
 	readyc := make(chan struct{}, 4)
@@ -150,6 +161,9 @@ func startRun(t *testing.T, args ...string) *relayProc {
 	}
 	go func() {
 		p.done <- run(ctx, args, noenv, io.Discard, p.log, func(role string, a net.Addr) {
+			if hook != nil {
+				hook(role, a)
+			}
 			mu.Lock()
 			p.addrs[role] = a
 			mu.Unlock()

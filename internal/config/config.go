@@ -27,13 +27,14 @@ var ErrHelp = flag.ErrHelp
 // Config is everything an operator can set.
 type Config struct {
 	// Serving mode: exactly one of Domain, TLSCert/TLSKey, InsecureListen.
-	Domain         string // Let's Encrypt autocert for this name
+	Domain         string // Let's Encrypt (ACME) certificate for this name
 	HTTPSListen    string // WSS listener for Domain or TLSCert (":443")
 	HTTPListen     string // ACME http-01 listener for Domain (":80")
-	CertCache      string // autocert cache directory ("~/.pyrycode-relay/certs")
+	CertCache      string // ACME account and certificate cache ("~/.pyrycode-relay/certs")
 	ACMEEmail      string // contact address given to the CA (none)
 	ACMEDirectory  string // ACME directory URL (Let's Encrypt production)
-	TLSCert        string // PEM certificate chain served instead of autocert
+	ACMECACert     string // PEM CA certificates trusted for ACMEDirectory's HTTPS (system roots)
+	TLSCert        string // PEM certificate chain served instead of ACME
 	TLSKey         string // PEM private key for TLSCert
 	InsecureListen string // plain HTTP/WS listener for use behind a TLS proxy
 
@@ -148,13 +149,14 @@ func Parse(args []string, env Env, out io.Writer) (Config, error) {
 	c := Default()
 	fs := flag.NewFlagSet("pyrycode-relay", flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // errors are returned as one line; usage only on -h
-	fs.StringVar(&c.Domain, "domain", c.Domain, "serve WSS for this domain with a Let's Encrypt certificate (autocert)")
+	fs.StringVar(&c.Domain, "domain", c.Domain, "serve WSS for this domain with a Let's Encrypt (ACME) certificate")
 	fs.StringVar(&c.HTTPSListen, "https-listen", c.HTTPSListen, "WSS listen address for --domain or --tls-cert")
 	fs.StringVar(&c.HTTPListen, "http-listen", c.HTTPListen, "ACME http-01 challenge listen address for --domain")
-	fs.StringVar(&c.CertCache, "cert-cache", c.CertCache, "directory for autocert certificates (forced to 0700)")
+	fs.StringVar(&c.CertCache, "cert-cache", c.CertCache, "directory for the ACME account key and certificate (forced to 0700)")
 	fs.StringVar(&c.ACMEEmail, "acme-email", c.ACMEEmail, "contact email given to the ACME CA (optional)")
 	fs.StringVar(&c.ACMEDirectory, "acme-directory", c.ACMEDirectory, "ACME directory URL (default: Let's Encrypt production)")
-	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "PEM certificate chain to serve instead of autocert (reloaded when it changes)")
+	fs.StringVar(&c.ACMECACert, "acme-ca-cert", c.ACMECACert, "PEM CA certificates to trust for --acme-directory's HTTPS instead of the system roots (private or test CA)")
+	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "PEM certificate chain to serve instead of an ACME certificate (reloaded when it changes)")
 	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "PEM private key for --tls-cert")
 	fs.StringVar(&c.InsecureListen, "insecure-listen", c.InsecureListen, "serve plain HTTP/WS on this address (behind a TLS proxy, or locally)")
 	fs.DurationVar(&c.Grace, "grace", c.Grace, "how long a server-id is kept after its binary disconnects")
@@ -310,6 +312,8 @@ func (c *Config) Validate() error {
 		if err := checkAddr("--http-listen", c.HTTPListen); err != nil {
 			return err
 		}
+	} else if c.ACMECACert != "" {
+		return errors.New("--acme-ca-cert needs --domain")
 	}
 	if c.Domain != "" || c.TLSCert != "" {
 		if err := checkAddr("--https-listen", c.HTTPSListen); err != nil {

@@ -26,6 +26,8 @@ var allowedKeys = map[string]bool{
 	// push: outcome details (status and reason code only), never tokens or keys
 	"ms": true, "stage": true, "cause": true, "in_flight": true,
 	"fcm": true, "apns": true, "fcm_project": true, "apns_topic": true, "apns_url": true,
+	// ACME: the CA's error type and redacted explanation, never a key, token or key authorization
+	"domain": true, "acme_error": true, "detail": true, "failures": true, "retry_in": true, "renew_at": true,
 }
 
 // levelMethods are slog's logging methods: msg first, then key/value pairs.

@@ -15,4 +15,18 @@
 // an 8-hex-digit fingerprint (the first 4 bytes of its SHA-256). Failures
 // carry the HTTP status and the service's reason code, nothing else from
 // the response.
+//
+// The OAuth2 JWT-bearer grant (oauth.go) and the JWS signing (jwt.go) are
+// written here on purpose rather than taken from golang.org/x/oauth2/google.
+// That package would add two modules and eleven packages (external-account
+// and workload-identity exchange, impersonation, a metadata-server client)
+// for the one grant used here, and it behaves differently where it matters
+// to the relay: its cached token source holds a lock across the fetch and
+// takes no per-call context, so every send would queue behind a slow token
+// endpoint instead of leaving at its own 10 s deadline; by default it
+// refreshes 10 s before expiry (here: 5 minutes, one fetch at a time); it
+// reads up to 1 MiB of a token response (here: 16 KiB); and its error text
+// quotes the response body, where this package keeps only the status and
+// the reason code. APNs needs an ES256 provider token in any case, which the same
+// signJWT builds, so the JWS code would stay either way.
 package push

@@ -13,7 +13,7 @@ import (
 // ACME account key and the private keys of issued certificates.
 const cacheDirMode fs.FileMode = 0o700
 
-// PrepareCacheDir makes dir ready to serve as the autocert certificate cache
+// PrepareCacheDir makes dir ready to serve as the ACME certificate cache
 // and returns its cleaned absolute path.
 //
 // A leading "~/" (or a bare "~") is replaced by the home directory from

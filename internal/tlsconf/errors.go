@@ -26,3 +26,7 @@ var ErrCacheDir = errors.New("tlsconf: cannot prepare certificate cache director
 // certificate and private key, including a key that does not match the
 // certificate. The wrapped error never contains key material.
 var ErrCertPair = errors.New("tlsconf: cannot load certificate and key")
+
+// ErrCACert is returned by LoadCertPool when the file cannot be read or
+// holds no PEM certificate.
+var ErrCACert = errors.New("tlsconf: cannot load CA certificates")

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pyrycode/pyrycode-relay/internal/acmetest"
 )
 
 const testDomain = "relay.example.test"
@@ -60,11 +62,11 @@ func newTestCA(t *testing.T) *testCA {
 type testPair struct {
 	leafDER []byte
 	certPEM []byte // leaf followed by the CA certificate
-	keyPEM  []byte // "EC PRIVATE KEY", the block type autocert writes
+	keyPEM  []byte // "EC PRIVATE KEY", the block type the ACME cache holds
 }
 
 // issue signs a 90-day ECDSA P-256 leaf for dnsName, long enough that an
-// autocert manager holding it schedules no renewal during the test.
+// ACME manager holding it schedules no renewal during the test.
 func (ca *testCA) issue(t *testing.T, dnsName string) testPair {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -167,4 +169,18 @@ func clientConfig(ca *testCA, serverName string) *tls.Config {
 		ServerName: serverName,
 		NextProtos: []string{"h2", "http/1.1"},
 	}
+}
+
+// x509Opts verifies a leaf of chain, issued by pb, for testDomain.
+func x509Opts(t *testing.T, pb *acmetest.CA, chain [][]byte) x509.VerifyOptions {
+	t.Helper()
+	inter := x509.NewCertPool()
+	for _, der := range chain[1:] {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inter.AddCert(c)
+	}
+	return x509.VerifyOptions{Roots: pb.Roots, DNSName: testDomain, Intermediates: inter}
 }

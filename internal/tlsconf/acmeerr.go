@@ -1,0 +1,161 @@
+package tlsconf
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"golang.org/x/crypto/acme"
+)
+
+// Local causes of a failed attempt, reported as IssueError.Type when the CA
+// gave no ACME error.
+var (
+	errCache          = errors.New("tlsconf: certificate cache")
+	errBadCertificate = errors.New("tlsconf: unusable certificate from the CA")
+	errNoHTTP01       = errors.New("tlsconf: the CA offers no http-01 challenge")
+	errAuthzState     = errors.New("tlsconf: unexpected authorization state")
+)
+
+// IssueError is why the latest attempt to get a certificate failed. It is
+// what handshakes get while there is no certificate, and what acme_failed
+// logs. It holds no key, token or key authorization: Detail is the CA's
+// explanation with every long base64url run (tokens, thumbprints) removed.
+type IssueError struct {
+	Domain string
+	// Stage is the step that failed: account, order, authorization,
+	// finalize or certificate.
+	Stage string
+	// Type is the ACME error type without its
+	// "urn:ietf:params:acme:error:" prefix (connection, dns, unauthorized,
+	// rateLimited, …), or, when the CA sent none, one of timeout, tls,
+	// network, cache, bad_certificate, no_http01, authz_state, invalid or
+	// other.
+	Type string
+	// Status is the HTTP status of the CA's error response, 0 if none.
+	Status int
+	// Detail is the CA's explanation, redacted and at most 300 bytes.
+	Detail string
+	// RetryAt is when the next attempt is due.
+	RetryAt time.Time
+}
+
+func (e *IssueError) Error() string {
+	msg := fmt.Sprintf("tlsconf: no certificate for %s: %s failed (%s", e.Domain, e.Stage, e.Type)
+	if e.Status != 0 {
+		msg += fmt.Sprintf(", status %d", e.Status)
+	}
+	msg += ")"
+	if e.Detail != "" {
+		msg += ": " + e.Detail
+	}
+	return msg + "; next attempt at " + e.RetryAt.UTC().Format(time.RFC3339)
+}
+
+// acmeProblemPrefix starts every RFC 8555 error type.
+const acmeProblemPrefix = "urn:ietf:params:acme:error:"
+
+// maxDetail bounds IssueError.Detail.
+const maxDetail = 300
+
+// newIssueError classifies err. Only the CA's problem type, status and
+// (redacted) detail are kept, never err's own text, which may quote URLs
+// with tokens in them.
+func newIssueError(domain, stage string, err error, retryAt time.Time) *IssueError {
+	e := &IssueError{Domain: domain, Stage: stage, RetryAt: retryAt}
+	var (
+		ae   *acme.Error
+		aze  *acme.AuthorizationError
+		oe   *acme.OrderError
+		ne   net.Error
+		ve   *tls.CertificateVerificationError
+		uae  x509.UnknownAuthorityError
+		host x509.HostnameError
+	)
+	switch {
+	case errors.As(err, &aze):
+		e.Type = "invalid"
+		for _, ce := range aze.Errors {
+			if errors.As(ce, &ae) {
+				e.fromProblem(ae)
+				break
+			}
+		}
+	case errors.As(err, &oe):
+		e.Type = "invalid"
+		if oe.Problem != nil {
+			e.fromProblem(oe.Problem)
+		}
+	case errors.As(err, &ae):
+		e.fromProblem(ae)
+	case errors.Is(err, context.DeadlineExceeded):
+		e.Type = "timeout"
+	case errors.As(err, &ve), errors.As(err, &uae), errors.As(err, &host):
+		e.Type = "tls"
+	case errors.As(err, &ne):
+		e.Type = "network"
+		if ne.Timeout() {
+			e.Type = "timeout"
+		}
+	case errors.Is(err, errCache):
+		e.Type = "cache"
+	case errors.Is(err, errBadCertificate):
+		e.Type = "bad_certificate"
+	case errors.Is(err, errNoHTTP01):
+		e.Type = "no_http01"
+	case errors.Is(err, errAuthzState):
+		e.Type = "authz_state"
+	default:
+		e.Type = "other"
+	}
+	return e
+}
+
+// fromProblem copies what may be shown of an ACME problem document.
+func (e *IssueError) fromProblem(ae *acme.Error) {
+	e.Status = ae.StatusCode
+	e.Detail = redact(ae.Detail)
+	typ := ae.ProblemType
+	if i := strings.LastIndexByte(typ, ':'); i >= 0 && strings.HasPrefix(typ, "urn:") {
+		typ = typ[i+1:]
+	}
+	if typ == "" || !problemTypeRE.MatchString(typ) {
+		typ = "other"
+	}
+	e.Type = typ
+}
+
+// problemTypeRE is what an ACME error type looks like after its prefix;
+// anything else from the CA is reported as "other".
+var problemTypeRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]{0,39}$`)
+
+// secretish matches runs that could be a challenge token, a key
+// authorization half or a key thumbprint (43 base64url characters each).
+var secretish = regexp.MustCompile(`[A-Za-z0-9_-]{24,}`)
+
+// redact removes token-like runs from a CA's detail text, turns control
+// characters into spaces and cuts the result to maxDetail bytes.
+func redact(s string) string {
+	s = secretish.ReplaceAllString(s, "[redacted]")
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) > maxDetail {
+		cut := maxDetail
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + "…"
+	}
+	return strings.TrimSpace(s)
+}
