@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pyrycode/pyrycode-relay/internal/cluster"
 	"github.com/pyrycode/pyrycode-relay/internal/config"
 	"github.com/pyrycode/pyrycode-relay/internal/limits"
 	"github.com/pyrycode/pyrycode-relay/internal/metrics"
@@ -84,7 +85,32 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return exitUsage
 	}
 
+	// Cluster mode: join before serving, so every claim is cluster-wide
+	// from the first connection on.
+	var node *cluster.Node
+	opts := []relay.Option{relay.WithPush(pusher)}
+	mopts := metrics.Options{Log: log}
+	if cfg.NATSURL != "" {
+		node, err = cluster.Start(cluster.Config{
+			URLs: cfg.NATSURL, Creds: cfg.NATSCreds, CA: cfg.NATSCA, Cert: cfg.NATSCert, Key: cfg.NATSKey,
+			Name: cfg.ClusterName, NodeID: cfg.NodeID, Grace: cfg.Grace, Log: log,
+		})
+		if err != nil { // nats errors name no credentials
+			fmt.Fprintf(stderr, "pyrycode-relay: %v\n", err)
+			return exitFailed
+		}
+		defer node.Close() // for the early returns below; idempotent
+		opts = append(opts, relay.WithDirectory(node), relay.WithClusterHealth(node.Health))
+		mopts.Cluster = node.Health
+	}
+	nodeID := ""
+	if node != nil {
+		nodeID = node.ID()
+	}
+
 	forward := metrics.NewForwardHistogram()
+	opts = append(opts, relay.WithForwardObserver(forward.Observe))
+	mopts.Forward = forward
 	srv := relay.New(relay.Config{
 		Version:           version,
 		Grace:             cfg.Grace,
@@ -98,11 +124,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		PhoneQueueBytes:   cfg.PhoneQueueBytes,
 		BinaryQueueBytes:  cfg.PhoneQueueBytes,
 		MaxQueuedBytes:    cfg.MaxQueuedBytes,
-	}, log, relay.WithForwardObserver(forward.Observe), relay.WithPush(pusher))
-	mets := metrics.New(srv, srv.IDCounts, metrics.Options{Forward: forward, Log: log})
+		NodeID:            nodeID,
+	}, log, opts...)
+	mets := metrics.New(srv, srv.IDCounts, mopts)
 	if err := mets.Register(pusher.Collectors()...); err != nil {
 		fmt.Fprintf(stderr, "pyrycode-relay: metrics: %v\n", err)
 		return exitFailed
+	}
+	if node != nil {
+		if err := mets.Register(node.Collectors()...); err != nil {
+			fmt.Fprintf(stderr, "pyrycode-relay: metrics: %v\n", err)
+			return exitFailed
+		}
 	}
 	if certs != nil {
 		if err := mets.Register(certs.Collectors()...); err != nil {
@@ -200,6 +233,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	dctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
 	defer cancel()
+	if node != nil {
+		// From now on this node's ids are left to the cluster's grace
+		// period: their binaries can reclaim on other nodes at once.
+		node.Leave()
+	}
 	// Stop accepting at once: Close shuts the relay's listeners and drops
 	// plain HTTP connections (health checks, half-sent requests) without
 	// waiting for them, so none of the drain budget is spent before every
@@ -215,6 +253,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	if err := srv.Shutdown(dctx); err != nil {
 		log.Warn("relay_drain_incomplete", "err", err)
+	}
+	if node != nil {
+		node.Close() // goodbye: other nodes treat this node's phones' ids as in grace
 	}
 	// The binaries are gone, so no new wakes; give those in flight what is
 	// left of the drain budget.

@@ -16,8 +16,11 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"net/url"
 	"strings"
 	"time"
+
+	"github.com/pyrycode/pyrycode-relay/internal/wire"
 )
 
 // ErrHelp is returned by Parse when -h or --help was asked for; usage has
@@ -75,6 +78,14 @@ type Config struct {
 
 	Production bool // PYRYCODE_RELAY_PRODUCTION=1: refuse risky set-ups
 
+	NATSURL     string // comma-separated NATS URLs; non-empty turns cluster mode on (flag, else PYRYCODE_RELAY_NATS_URL)
+	NATSCreds   string // NATS credentials file (JWT + NKey seed)
+	NATSCA      string // CA file trusted for TLS to NATS
+	NATSCert    string // client certificate for TLS to NATS
+	NATSKey     string // client key for NATS TLS
+	ClusterName string // prefix of every subject and bucket ("pyrycode-relay")
+	NodeID      string // this relay's node id (random per process)
+
 	LogLevel    slog.Level // "info"
 	LogFormat   string     // "json" or "text" ("json")
 	ShowVersion bool       // print the version and exit
@@ -92,6 +103,7 @@ const (
 	EnvProduction     = "PYRYCODE_RELAY_PRODUCTION"
 	EnvFCMCredentials = "PYRYCODE_RELAY_FCM_CREDENTIALS"
 	EnvAPNsKey        = "PYRYCODE_RELAY_APNS_KEY"
+	EnvNATSURL        = "PYRYCODE_RELAY_NATS_URL"
 )
 
 // Environment is every environment variable the relay reads.
@@ -99,6 +111,7 @@ var Environment = []EnvVar{
 	{EnvProduction, false, "1 turns on production checks: no --insecure-listen without --trusted-proxies, never as root"},
 	{EnvFCMCredentials, true, "Google service-account key (JSON) for FCM push wakes; unset turns FCM off"},
 	{EnvAPNsKey, true, "APNs auth key (.p8, PEM) for iOS push wakes; unset turns APNs off"},
+	{EnvNATSURL, true, "NATS server URLs, as --nats-url, for URLs that carry credentials (the flag wins)"},
 }
 
 // Env is what Parse needs from the process besides its arguments.
@@ -137,6 +150,7 @@ func Default() Config {
 		PushMaxInFlight:   32,
 		LogLevel:          slog.LevelInfo,
 		LogFormat:         "json",
+		ClusterName:       "pyrycode-relay",
 	}
 }
 
@@ -188,6 +202,13 @@ func Parse(args []string, env Env, out io.Writer) (Config, error) {
 	fs.IntVar(&c.PushBurst, "push-burst", c.PushBurst, "push wakes per server-id in a burst")
 	fs.DurationVar(&c.PushRefill, "push-refill", c.PushRefill, "one more push wake per server-id every")
 	fs.IntVar(&c.PushMaxInFlight, "push-max-in-flight", c.PushMaxInFlight, "push sends in flight relay-wide")
+	fs.StringVar(&c.NATSURL, "nats-url", "", "comma-separated NATS server URLs; turns cluster mode on (or "+EnvNATSURL+")")
+	fs.StringVar(&c.NATSCreds, "nats-creds", "", "NATS credentials file (JWT and NKey seed)")
+	fs.StringVar(&c.NATSCA, "nats-ca", "", "CA certificates (PEM) to trust for TLS to NATS")
+	fs.StringVar(&c.NATSCert, "nats-cert", "", "client certificate (PEM) for TLS to NATS")
+	fs.StringVar(&c.NATSKey, "nats-key", "", "client key (PEM) for --nats-cert")
+	fs.StringVar(&c.ClusterName, "cluster-name", c.ClusterName, "cluster name: prefix of every NATS subject and bucket")
+	fs.StringVar(&c.NodeID, "node-id", "", "this relay's node id in the cluster (default: random per process)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: json or text")
 	fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
@@ -239,6 +260,9 @@ func (c *Config) readEnv(env Env) error {
 	}
 	if v := get(EnvAPNsKey); v != "" {
 		c.APNsKey = []byte(v)
+	}
+	if v := strings.TrimSpace(get(EnvNATSURL)); v != "" && c.NATSURL == "" {
+		c.NATSURL = v
 	}
 	if c.Production {
 		if c.InsecureListen != "" && len(c.TrustedProxies) == 0 {
@@ -380,6 +404,38 @@ func (c *Config) Validate() error {
 		if err := checkAddr("--metrics-listen", c.MetricsListen); err != nil {
 			return err
 		}
+	}
+	return c.validateCluster()
+}
+
+// validateCluster checks the cluster flags. Errors never echo a URL, which
+// may carry credentials.
+func (c *Config) validateCluster() error {
+	if c.NATSURL == "" {
+		for _, f := range []struct{ name, v string }{
+			{"--nats-creds", c.NATSCreds}, {"--nats-ca", c.NATSCA}, {"--nats-cert", c.NATSCert},
+			{"--nats-key", c.NATSKey}, {"--node-id", c.NodeID},
+		} {
+			if f.v != "" {
+				return fmt.Errorf("%s needs --nats-url (or %s)", f.name, EnvNATSURL)
+			}
+		}
+		return nil
+	}
+	for i, u := range strings.Split(c.NATSURL, ",") {
+		p, err := url.Parse(strings.TrimSpace(u))
+		if err != nil || p.Host == "" || !oneOf(p.Scheme, "nats", "tls", "ws", "wss") {
+			return fmt.Errorf("--nats-url: URL %d is not a nats://, tls://, ws:// or wss:// URL with a host", i+1)
+		}
+	}
+	if (c.NATSCert == "") != (c.NATSKey == "") {
+		return errors.New("--nats-cert and --nats-key must be given together")
+	}
+	if !wire.ValidServerID(c.ClusterName) {
+		return fmt.Errorf("--cluster-name: %q is not a valid name (letters, digits, '.', '_', ':', '-'; at most 128)", c.ClusterName)
+	}
+	if c.NodeID != "" && (!wire.ValidServerID(c.NodeID) || len(c.NodeID) > 64) {
+		return fmt.Errorf("--node-id: %q is not a valid id (letters, digits, '.', '_', ':', '-'; at most 64)", c.NodeID)
 	}
 	return nil
 }

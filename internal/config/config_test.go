@@ -89,7 +89,7 @@ func TestSecretsAreReadButNeverEchoed(t *testing.T) {
 		t.Fatal("secrets not read")
 	}
 	for _, v := range Environment {
-		if (v.Name == EnvFCMCredentials || v.Name == EnvAPNsKey) != v.Secret {
+		if (v.Name == EnvFCMCredentials || v.Name == EnvAPNsKey || v.Name == EnvNATSURL) != v.Secret {
 			t.Errorf("%s: Secret=%v", v.Name, v.Secret)
 		}
 	}
@@ -131,5 +131,43 @@ func TestLimitFlagsValidated(t *testing.T) {
 		if _, err := Parse(args, env(nil, 1000), io.Discard); err == nil {
 			t.Errorf("%v accepted", tc.args)
 		}
+	}
+}
+
+func TestClusterFlags(t *testing.T) {
+	base := []string{"--insecure-listen", ":1"}
+	cases := []struct {
+		args []string
+		vars map[string]string
+		want string // "" = accepted
+	}{
+		{[]string{"--nats-url", "nats://127.0.0.1:4222"}, nil, ""},
+		{[]string{"--nats-url", "nats://a:4222, tls://b:4222", "--cluster-name", "prod.eu", "--node-id", "eu-1"}, nil, ""},
+		{nil, map[string]string{EnvNATSURL: "nats://u:pw@127.0.0.1:4222"}, ""},
+		{[]string{"--nats-url", "http://u:SECRET@x:1"}, nil, "URL 1 is not"},
+		{[]string{"--nats-url", "nats://ok:1,::bad"}, nil, "URL 2 is not"},
+		{[]string{"--nats-creds", "f.creds"}, nil, "--nats-creds needs --nats-url"},
+		{[]string{"--node-id", "n1"}, nil, "--node-id needs --nats-url"},
+		{[]string{"--nats-url", "nats://a:1", "--nats-cert", "c.pem"}, nil, "must be given together"},
+		{[]string{"--nats-url", "nats://a:1", "--cluster-name", "bad name"}, nil, "--cluster-name"},
+		{[]string{"--nats-url", "nats://a:1", "--node-id", "-x"}, nil, "--node-id"},
+	}
+	for _, tc := range cases {
+		_, err := Parse(append(append([]string{}, base...), tc.args...), env(tc.vars, 1000), io.Discard)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%v: %v", tc.args, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%v: got %v, want %q", tc.args, err, tc.want)
+		case err != nil && strings.Contains(err.Error(), "SECRET"):
+			t.Errorf("%v: error echoes a credential: %v", tc.args, err)
+		}
+	}
+	c, err := Parse([]string{"--insecure-listen", ":1", "--nats-url", "nats://flag:1"}, env(map[string]string{EnvNATSURL: "nats://env:1"}, 1000), io.Discard)
+	if err != nil || c.NATSURL != "nats://flag:1" {
+		t.Fatalf("the flag must win over the environment: %q %v", c.NATSURL, err)
+	}
+	if c.ClusterName != "pyrycode-relay" {
+		t.Fatalf("default cluster name %q", c.ClusterName)
 	}
 }

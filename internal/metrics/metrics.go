@@ -45,6 +45,9 @@ type Options struct {
 	Now func() time.Time
 	// Log receives collection errors from /metrics (nil: not logged).
 	Log *slog.Logger
+	// Cluster, in cluster mode, returns the node id and NATS state shown on
+	// the status page and in /status.json.
+	Cluster func() any
 }
 
 // Metrics owns a private Prometheus registry with the relay's series, the
@@ -57,6 +60,8 @@ type Metrics struct {
 	started time.Time
 	every   time.Duration
 	log     *slog.Logger
+
+	clusterInfo func() any // nil on a single node
 
 	mu      sync.Mutex
 	ring    []sample // fixed capacity, oldest overwritten
@@ -119,9 +124,11 @@ func New(src Source, ids IDCounts, opt Options) *Metrics {
 		now:   opt.Now,
 		every: opt.Interval,
 		log:   opt.Log,
-		ring:  make([]sample, opt.History),
-		stop:  make(chan struct{}),
-		done:  make(chan struct{}),
+
+		clusterInfo: opt.Cluster,
+		ring:        make([]sample, opt.History),
+		stop:        make(chan struct{}),
+		done:        make(chan struct{}),
 	}
 	m.started = m.now()
 	m.reg.MustRegister(

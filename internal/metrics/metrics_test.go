@@ -21,10 +21,10 @@ import (
 
 var (
 	outcomeLabels = []string{"accepted", "bad_headers", "bad_id", "not_websocket", "no_server", "conflict",
-		"too_many_phones", "draining", "rate_limited", "ip_connection_cap", "connection_cap"}
+		"too_many_phones", "draining", "rate_limited", "ip_connection_cap", "connection_cap", "unavailable"}
 	reasonLabels = []string{"malformed_envelope", "unknown_conn_id", "binary_opcode", "backlog_full",
 		"queue_budget", "push_malformed", "push_off", "close_code_replaced"}
-	codeLabels = []string{"1000", "1001", "1002", "1003", "1007", "1008", "1009", "1011", "4404", "4409", "4429", "other"}
+	codeLabels = []string{"1000", "1001", "1002", "1003", "1007", "1008", "1009", "1011", "1013", "4404", "4409", "4429", "other"}
 )
 
 // TestFreshRelayHasEverySeriesAtZero checks that a relay nobody has

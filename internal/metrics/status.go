@@ -39,6 +39,7 @@ type status struct {
 	UptimeSeconds  int64    `json:"uptime_seconds"`
 	HistorySeconds int64    `json:"history_seconds"` // span the history can cover
 	History        []sample `json:"history"`         // oldest first
+	Cluster        any      `json:"cluster,omitempty"`
 }
 
 // Start samples the counters now and then every Options.Interval until ctx
@@ -143,7 +144,17 @@ func (m *Metrics) status() status {
 		UptimeSeconds:  int64(m.now().Sub(m.started) / time.Second),
 		HistorySeconds: int64(time.Duration(len(m.ring)) * m.every / time.Second),
 		History:        hist,
+		Cluster:        m.cluster(),
 	}
+}
+
+// cluster is the status's "cluster" object (node id, NATS state), nil on
+// a single node.
+func (m *Metrics) cluster() any {
+	if m.clusterInfo == nil {
+		return nil
+	}
+	return m.clusterInfo()
 }
 
 //go:embed status.html

@@ -113,7 +113,7 @@ const (
 func (r Role) String() string { return [...]string{"binary", "phone"}[r] }
 
 // CloseCodes are the close codes counted by name; any other is "other".
-var CloseCodes = [...]int{1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011, 4404, 4409, 4429}
+var CloseCodes = [...]int{1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011, 1013, 4404, 4409, 4429}
 
 func (s *Stats) closed(r Role, code int) {
 	i := len(CloseCodes)
