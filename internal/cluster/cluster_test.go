@@ -1,10 +1,19 @@
 package cluster
 
 import (
+	"encoding/json"
 	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/pyrycode/pyrycode-relay/internal/wire"
 )
 
 // A phone on node B reaches a binary on node A byte for byte, both ways,
@@ -63,24 +72,31 @@ func TestCrossNodeRouting(t *testing.T) {
 	}
 }
 
-// 4404 for an id nobody holds anywhere, and 4429 counts phones on every node.
+// 4404 for an id nobody holds anywhere, and 4429 counts phones on every
+// node: 16 phones spread over two nodes all route, the 17th is refused.
 func TestCrossNodeNoServerAndPhoneCap(t *testing.T) {
 	ns := startNATS(t)
-	a := startNode(t, ns.ClientURL(), "t2", testConfig())
-	b := startNode(t, ns.ClientURL(), "t2", testConfig())
+	cfg := testConfig()
+	cfg.MaxPhones = 16
+	a := startNode(t, ns.ClientURL(), "t2", cfg)
+	b := startNode(t, ns.ClientURL(), "t2", cfg)
 	phone(t, b, "nobody").closed(t, 4404, "no server with that id")
-	dialBinary(t, a, "capped")
+	bin := dialBinary(t, a, "capped")
 	eventually(t, "binary registered", func() bool { l, _ := a.node.Counts(); return l == 1 })
 	var phones []*client
-	for i := range 4 { // MaxPhones is 4: two on each node
+	for i := range 16 {
 		node := a
 		if i%2 == 1 {
 			node = b
 		}
 		phones = append(phones, phone(t, node, "capped"))
 	}
-	for _, ph := range phones {
-		ph.quiet(t, 50*time.Millisecond)
+	for i, ph := range phones {
+		cid := pair(t, ph, bin, fmt.Sprintf(`{"phone":%d}`, i))
+		bin.send(t, env(cid, fmt.Sprintf(`{"to":%d}`, i)))
+		if got := ph.next(t); got != fmt.Sprintf(`{"to":%d}`, i) {
+			t.Fatalf("phone %d got %q", i, got)
+		}
 	}
 	phone(t, b, "capped").closed(t, 4429, "too many phones for server-id")
 	phone(t, a, "capped").closed(t, 4429, "too many phones for server-id")
@@ -225,4 +241,159 @@ func TestDrainOneNode(t *testing.T) {
 	bin2 := dialBinary(t, b, "rolling")
 	pb.closed(t, 4404, "binary reclaimed server-id")
 	pair(t, phone(t, b, "rolling"), bin2, `{"p":2}`)
+}
+
+// While NATS is down, a pair on one node keeps working, cross-node phones
+// are closed (1011) rather than lose frames, and claims and remote phones
+// are refused with 1013; when NATS is back the nodes rejoin by themselves.
+func TestNATSOutageAndRecovery(t *testing.T) {
+	dir := t.TempDir()
+	ns := startNATSAt(t, -1, dir)
+	port := ns.Addr().(*net.TCPAddr).Port
+	a := startNode(t, ns.ClientURL(), "t8", testConfig())
+	b := startNode(t, ns.ClientURL(), "t8", testConfig())
+	bin := dialBinary(t, a, "steady")
+	eventually(t, "binary registered", func() bool { l, _ := a.node.Counts(); return l == 1 })
+	local := phone(t, a, "steady")
+	remote := phone(t, b, "steady")
+	lcid := pair(t, local, bin, `{"local":1}`)
+	pair(t, remote, bin, `{"remote":1}`)
+	dialBinary(t, b, "remote-id")
+	eventually(t, "binary registered", func() bool { l, _ := b.node.Counts(); return l == 1 })
+
+	ns.Shutdown()
+	eventually(t, "nodes see NATS gone", func() bool { return !a.node.Connected() && !b.node.Connected() })
+	remote.closed(t, 1011, "relay node unavailable")
+	bin.send(t, env(lcid, `{"still":"here"}`))
+	if got := local.next(t); got != `{"still":"here"}` {
+		t.Fatalf("local phone got %q", got)
+	}
+	local.send(t, `{"up":"still"}`)
+	if got := bin.next(t); got != env(lcid, `{"up":"still"}`) {
+		// the close notice of the remote phone may come first
+		if got2 := bin.next(t); got2 != env(lcid, `{"up":"still"}`) {
+			t.Fatalf("binary got %q then %q", got, got2)
+		}
+	}
+	dialBinary(t, b, "during-outage").closed(t, 1013, "try again later")
+	phone(t, a, "remote-id").closed(t, 1013, "try again later")
+	resp, err := http.Get(strings.Replace(a.url, "ws", "http", 1) + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h struct {
+		Cluster map[string]string `json:"cluster"`
+	}
+	json.NewDecoder(resp.Body).Decode(&h)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || h.Cluster["nats"] != "disconnected" {
+		t.Fatalf("healthz during the outage: %d %v", resp.StatusCode, h.Cluster)
+	}
+
+	startNATSAt(t, port, dir)
+	eventually(t, "nodes rejoin", func() bool { return a.node.Connected() && b.node.Connected() })
+	again := phone(t, b, "steady")
+	pair(t, again, bin, `{"after":"outage"}`)
+	bin2 := dialBinary(t, b, "after-outage")
+	eventually(t, "binary registered", func() bool { l, _ := b.node.Counts(); return l == 2 })
+	pair(t, phone(t, a, "after-outage"), bin2, `{"new":1}`)
+}
+
+// A stalled phone on node B is closed (1011 "phone backlog full") without
+// slowing its binary on node A or its sibling.
+func TestStalledCrossNodePhone(t *testing.T) {
+	ns := startNATS(t)
+	cfg := testConfig()
+	cfg.MaxFrameBytes = 8 << 10
+	cfg.PhoneQueueBytes = 64 << 10
+	a := startNode(t, ns.ClientURL(), "t9", cfg)
+	b := startNode(t, ns.ClientURL(), "t9", cfg)
+	bin := dialBinary(t, a, "stall")
+	eventually(t, "binary registered", func() bool { l, _ := a.node.Counts(); return l == 1 })
+	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second, NetDial: func(network, addr string) (net.Conn, error) {
+		c, err := net.Dial(network, addr)
+		if err == nil {
+			c.(*net.TCPConn).SetReadBuffer(4096)
+		}
+		return c, err
+	}}
+	stalled, _, err := d.Dial(b.url+"/v1/client", http.Header{wire.HeaderServer: {"stall"}, wire.HeaderToken: {"t"}, "User-Agent": {"t"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.Close()
+	stalled.WriteMessage(websocket.TextMessage, []byte(`{"stalled":1}`)) // never reads
+	scid := strings.TrimPrefix(bin.next(t), `{"conn_id":"`)
+	scid = scid[:strings.IndexByte(scid, '"')]
+	sib := phone(t, b, "stall")
+	sibID := pair(t, sib, bin, `{"sibling":1}`)
+	big := `{"pad":"` + strings.Repeat("x", 4000) + `"}`
+	notice := `{"conn_id":"` + scid + `","close_code":1011}`
+	for i := range 3000 {
+		bin.send(t, env(scid, big))
+		if i%100 == 0 {
+			bin.send(t, env(sibID, fmt.Sprintf(`{"sib":%d}`, i)))
+			if got := sib.next(t); got != fmt.Sprintf(`{"sib":%d}`, i) {
+				t.Fatalf("sibling got %q", got)
+			}
+		}
+		select {
+		case m := <-bin.msgs:
+			if string(m) != notice {
+				t.Fatalf("binary got %q, want the stalled phone's notice", m)
+			}
+			return
+		default:
+		}
+	}
+	if got := bin.next(t); got != notice {
+		t.Fatalf("binary got %q, want %q", got, notice)
+	}
+}
+
+// The daemon answers every close notice with a 4421 close directive for the
+// conn that went away. Those die on the binary's node: 1,000 phones on
+// another node disconnecting at once cost no log line and no cross-node
+// message for the directives.
+func TestDirectivesForGonePhonesStayHome(t *testing.T) {
+	ns := startNATS(t)
+	cfg := testConfig()
+	cfg.MaxPhones = 1000
+	var logged countHandler
+	a := startNodeLog(t, ns.ClientURL(), "t10", cfg, slog.New(&logged))
+	b := startNode(t, ns.ClientURL(), "t10", cfg)
+	bin := dialBinary(t, a, "many")
+	eventually(t, "binary registered", func() bool { l, _ := a.node.Counts(); return l == 1 })
+	phones := make([]*client, 1000)
+	for i := range phones {
+		phones[i] = phone(t, b, "many")
+	}
+	eventually(t, "phones registered", func() bool {
+		a.node.mu.Lock()
+		defer a.node.mu.Unlock()
+		return len(a.node.remote) == 1000
+	})
+	sentBefore := a.node.Stats().MsgsOut[1].Load()
+	droppedBefore := a.srv.Stats().DroppedUnknownConn.Load()
+	logged.n.Store(0)
+	for _, ph := range phones {
+		ph.c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(1000, ""))
+	}
+	for range phones {
+		n := bin.next(t)
+		const pre = `{"conn_id":"`
+		cid := strings.TrimPrefix(n, pre)
+		cid = cid[:strings.IndexByte(cid, '"')]
+		if n != pre+cid+`","close_code":1000}` {
+			t.Fatalf("binary got %q", n)
+		}
+		bin.send(t, `{"conn_id":"`+cid+`","frame":null,"close_code":4421}`)
+	}
+	eventually(t, "directives dropped", func() bool { return a.srv.Stats().DroppedUnknownConn.Load()-droppedBefore == 1000 })
+	if n := a.node.Stats().MsgsOut[1].Load() - sentBefore; n != 0 {
+		t.Fatalf("%d messages crossed to phones' node for gone phones", n)
+	}
+	if n := logged.n.Load(); n != 0 {
+		t.Fatalf("%d log lines at info or above for 1,000 gone phones", n)
+	}
 }

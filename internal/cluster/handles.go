@@ -218,7 +218,10 @@ func (rp *remotePhone) Deliver(buf *bufpool.Buf, frame []byte, _ bool) {
 }
 
 func (rp *remotePhone) CloseDirective(buf *bufpool.Buf, frame []byte, code int) {
-	rp.send(kDirective, true, func(e enc) enc { return e.u16(code).raw(frame) })
+	if rp.send(kDirective, true, func(e enc) enc { return e.u16(code).raw(frame) }) {
+		rp.n.stats.MsgsOut[1].Add(1)
+		rp.n.stats.BytesOut[1].Add(int64(len(frame)))
+	}
 	buf.Release()
 	rp.kill()
 }

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -68,6 +69,19 @@ func startNode(t *testing.T, natsURL, name string, rc relay.Config) *testNode {
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
+	return startNodeLog(t, natsURL, name, rc, log)
+}
+
+// countHandler counts log records at info and above.
+type countHandler struct{ n atomic.Int64 }
+
+func (h *countHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelInfo }
+func (h *countHandler) Handle(context.Context, slog.Record) error    { h.n.Add(1); return nil }
+func (h *countHandler) WithAttrs([]slog.Attr) slog.Handler           { return h }
+func (h *countHandler) WithGroup(string) slog.Handler                { return h }
+
+func startNodeLog(t *testing.T, natsURL, name string, rc relay.Config, log *slog.Logger) *testNode {
+	t.Helper()
 	n, err := Start(Config{URLs: natsURL, Name: name, Grace: rc.Grace, Heartbeat: 200 * time.Millisecond,
 		DeadAfter: 1500 * time.Millisecond, RequestTimeout: time.Second, Log: log})
 	if err != nil {
