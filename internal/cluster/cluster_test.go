@@ -397,3 +397,53 @@ func TestDirectivesForGonePhonesStayHome(t *testing.T) {
 		t.Fatalf("%d log lines at info or above for 1,000 gone phones", n)
 	}
 }
+
+// A 3-server NATS cluster loses the server a relay node is connected to:
+// the node moves to another server by itself, the ownership bucket (three
+// replicas) survives, and claims and cross-node pairs work on.
+func TestNATSClusterLosesAServer(t *testing.T) {
+	servers, urls := startNATSCluster(t)
+	cfg := testConfig()
+	mk := func() *testNode {
+		return startNodeCfg(t, Config{URLs: urls, Name: "t11", Grace: cfg.Grace, Replicas: 3, Heartbeat: 200 * time.Millisecond,
+			DeadAfter: 1500 * time.Millisecond, RequestTimeout: 2 * time.Second, ConnectTimeout: 20 * time.Second, Log: testLog}, cfg, testLog)
+	}
+	a, b := mk(), mk()
+	bin := dialBinary(t, a, "sturdy")
+	eventually(t, "binary registered", func() bool { l, _ := a.node.Counts(); return l == 1 })
+	old := phone(t, b, "sturdy")
+	oldID := pair(t, old, bin, `{"before":1}`)
+
+	connected := a.node.nc.ConnectedServerName()
+	for _, ns := range servers {
+		if ns.Name() == connected {
+			ns.Shutdown()
+		}
+	}
+	eventually(t, "node a moved to another server", func() bool {
+		return a.node.Connected() && a.node.nc.ConnectedServerName() != connected
+	})
+	// Claims and pairs across nodes work on, retried while JetStream
+	// elects new leaders (a refusal then is 1013, never 4409).
+	var bin2 *client
+	eventually(t, "claim after the loss", func() bool {
+		c := dialBinary(t, b, "after-loss")
+		select {
+		case <-c.done:
+			c.closed(t, 1013, "try again later")
+			return false
+		case <-time.After(300 * time.Millisecond):
+			bin2 = c
+			return true
+		}
+	})
+	pair(t, phone(t, a, "after-loss"), bin2, `{"after":1}`)
+	// The pair that crossed the lost server's node: node a could not keep
+	// its stream whole, so the binary was told the phone went (1001) and
+	// the phone is closed, never left sending into the void.
+	if got := bin.next(t); got != `{"conn_id":"`+oldID+`","close_code":1001}` {
+		t.Fatalf("binary got %q", got)
+	}
+	old.closed(t, 1011, "relay node unavailable")
+	pair(t, phone(t, b, "sturdy"), bin, `{"after":2}`)
+}

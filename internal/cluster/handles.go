@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"strings"
 	"sync"
 	"time"
 
@@ -385,7 +386,10 @@ func (n *Node) onPhoneFrame(seq uint64, connID string, env []byte) {
 	n.stats.BytesIn[0].Add(int64(len(env)))
 	rp := n.remotePhone(connID)
 	if rp == nil {
+		// A phone this node forgot (NATS was lost meanwhile) or never
+		// knew: its node must close it rather than send into the void.
 		n.stats.Dropped.Add(1)
+		n.evictUnknown(connID, peer.Close(wire.CloseNodeLost))
 		return
 	}
 	ok, gap := rp.inOrder(seq)
@@ -565,3 +569,22 @@ func (n *Node) evictStale(id, owner string) {
 }
 
 var errTooMany = registry.ErrTooManyPhones
+
+// nodeOfConnID returns the node a conn_id was made on ("c-<node>.<hex>").
+func nodeOfConnID(connID string) (string, bool) {
+	rest, ok := strings.CutPrefix(connID, "c-")
+	i := strings.LastIndexByte(rest, '.')
+	if !ok || i <= 0 {
+		return "", false
+	}
+	return rest[:i], true
+}
+
+// evictUnknown tells the node a conn_id came from to close that phone.
+func (n *Node) evictUnknown(connID string, cl peer.Close) {
+	node, ok := nodeOfConnID(connID)
+	if !ok || node == n.self {
+		return
+	}
+	n.publish(n.prefix+node, enc{kEvict}.str(connID).u16(cl.Code).str(cl.Reason))
+}

@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"io"
 	"log/slog"
 	"net/http"
@@ -82,8 +84,13 @@ func (h *countHandler) WithGroup(string) slog.Handler                { return h 
 
 func startNodeLog(t *testing.T, natsURL, name string, rc relay.Config, log *slog.Logger) *testNode {
 	t.Helper()
-	n, err := Start(Config{URLs: natsURL, Name: name, Grace: rc.Grace, Heartbeat: 200 * time.Millisecond,
-		DeadAfter: 1500 * time.Millisecond, RequestTimeout: time.Second, Log: log})
+	return startNodeCfg(t, Config{URLs: natsURL, Name: name, Grace: rc.Grace, Heartbeat: 200 * time.Millisecond,
+		DeadAfter: 1500 * time.Millisecond, RequestTimeout: time.Second, Log: log}, rc, log)
+}
+
+func startNodeCfg(t *testing.T, cc Config, rc relay.Config, log *slog.Logger) *testNode {
+	t.Helper()
+	n, err := Start(cc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -268,4 +275,57 @@ func (cl *client) gone() bool {
 	default:
 		return false
 	}
+}
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// startNATSCluster runs three clustered NATS servers with JetStream and
+// returns them and a client URL list naming all three.
+func startNATSCluster(t *testing.T) ([]*natsserver.Server, string) {
+	t.Helper()
+	var routes, urls []string
+	cports, ports := make([]int, 3), make([]int, 3)
+	for i := range 3 {
+		cports[i], ports[i] = freePort(t), freePort(t)
+		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", cports[i]))
+		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", ports[i]))
+	}
+	servers := make([]*natsserver.Server, 3)
+	for i := range 3 {
+		ns, err := natsserver.NewServer(&natsserver.Options{
+			ServerName: fmt.Sprintf("s%d", i), Host: "127.0.0.1", Port: ports[i],
+			JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
+			Cluster: natsserver.ClusterOpts{Name: "relay-test", Host: "127.0.0.1", Port: cports[i]},
+			Routes:  natsserver.RoutesFromStr(strings.Join(routes, ",")),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go ns.Start()
+		t.Cleanup(ns.Shutdown)
+		servers[i] = ns
+	}
+	for _, ns := range servers {
+		if !ns.ReadyForConnections(20 * time.Second) {
+			t.Fatal("NATS cluster did not start")
+		}
+	}
+	eventually(t, "JetStream cluster ready", func() bool {
+		for _, ns := range servers {
+			if !ns.JetStreamIsCurrent() {
+				return false
+			}
+		}
+		return servers[0].JetStreamIsLeader() || servers[1].JetStreamIsLeader() || servers[2].JetStreamIsLeader()
+	})
+	return servers, strings.Join(urls, ",")
 }

@@ -16,8 +16,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/pyrycode/pyrycode-relay/internal/peer"
 	"github.com/pyrycode/pyrycode-relay/internal/registry"
 	"github.com/pyrycode/pyrycode-relay/internal/relay"
+	"github.com/pyrycode/pyrycode-relay/internal/wire"
 )
 
 // Config configures a cluster node.
@@ -128,6 +130,9 @@ type Node struct {
 	local  map[string]*phoneEntry // phones here whose owner is elsewhere, by conn_id
 	byID   map[string]map[string]*phoneEntry
 	remote map[string]*remotePhone // phones elsewhere registered under ids owned here
+	// unreached are conn_ids of phones elsewhere forgotten while NATS was
+	// lost; their nodes are told to close them once it is back.
+	unreached []string
 
 	subs []*nats.Subscription
 	stop chan struct{}
@@ -218,7 +223,10 @@ func Start(cfg Config) (*Node, error) {
 		}
 		n.subs = append(n.subs, sub)
 	}
-	if err := nc.Flush(); err != nil {
+	// One request to itself sets up the client's reply subscription now,
+	// so that its interest has reached every NATS server of a cluster
+	// before another node first answers this one.
+	if _, err := nc.Request(n.subj, enc{kQuery}.str(""), cfg.ConnectTimeout); err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
@@ -352,7 +360,14 @@ func (n *Node) onDisconnect(err error) {
 	for _, e := range entries {
 		e.fail()
 	}
-	n.forgetRemote(func(*remotePhone) bool { return true })
+	gone := n.forgetRemote(func(*remotePhone) bool { return true })
+	// Their nodes are told once NATS is back (reconcile); a frame from one
+	// of them before that gets the same answer (evictUnknown).
+	n.mu.Lock()
+	for _, rp := range gone {
+		n.unreached = append(n.unreached, rp.connID)
+	}
+	n.mu.Unlock()
 }
 
 func (n *Node) onReconnect() {
@@ -366,6 +381,13 @@ func (n *Node) onReconnect() {
 func (n *Node) reconcile() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	n.mu.Lock()
+	unreached := n.unreached
+	n.unreached = nil
+	n.mu.Unlock()
+	for _, c := range unreached {
+		n.evictUnknown(c, peer.Close(wire.CloseNodeLost))
+	}
 	ok := true
 	n.reg.IDs(func(id string) bool {
 		e, err := n.kv.Get(ctx, key(id))
@@ -435,7 +457,7 @@ func (n *Node) orphansExpired(node string) {
 // forgetRemote unregisters the remote phones match selects (their node is
 // unreachable): their binaries get a close notice (1001), as for a phone
 // that went away.
-func (n *Node) forgetRemote(match func(*remotePhone) bool) {
+func (n *Node) forgetRemote(match func(*remotePhone) bool) []*remotePhone {
 	n.mu.Lock()
 	var out []*remotePhone
 	for c, rp := range n.remote {
@@ -449,4 +471,5 @@ func (n *Node) forgetRemote(match func(*remotePhone) bool) {
 		rp.kill()
 		n.phoneLeft(rp, noticeFor(rp.connID, 1001))
 	}
+	return out
 }
