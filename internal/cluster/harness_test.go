@@ -3,9 +3,9 @@ package cluster
 import (
 	"context"
 	"fmt"
-	"net"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
