@@ -439,9 +439,9 @@ func TestNATSClusterLosesAServer(t *testing.T) {
 	})
 	pair(t, phone(t, a, "after-loss"), bin2, `{"after":1}`)
 	// The pair that crossed the lost server's node: node a could not keep
-	// its stream whole, so the binary was told the phone went (1001) and
+	// its stream whole, so the binary was told the phone went (1011) and
 	// the phone is closed, never left sending into the void.
-	if got := bin.next(t); got != `{"conn_id":"`+oldID+`","close_code":1001}` {
+	if got := bin.next(t); got != `{"conn_id":"`+oldID+`","close_code":1011}` {
 		t.Fatalf("binary got %q", got)
 	}
 	old.closed(t, 1011, "relay node unavailable")

@@ -204,13 +204,21 @@ func Start(cfg Config) (*Node, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.ConnectTimeout)
 	defer cancel()
-	n.kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      BucketName(cfg.Name),
-		Description: "pyrycode-relay server-id owners",
-		History:     1,
-		Replicas:    cfg.Replicas,
-		Storage:     jetstream.FileStorage,
-	})
+	// An existing bucket is used as it is (an operator may have made it
+	// with more replicas); only a missing one is created.
+	n.kv, err = js.KeyValue(ctx, BucketName(cfg.Name))
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		n.kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      BucketName(cfg.Name),
+			Description: "pyrycode-relay server-id owners",
+			History:     1,
+			Replicas:    cfg.Replicas,
+			Storage:     jetstream.FileStorage,
+		})
+		if errors.Is(err, jetstream.ErrBucketExists) { // another relay made it just now
+			n.kv, err = js.KeyValue(ctx, BucketName(cfg.Name))
+		}
+	}
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("cluster: ownership bucket: %w", err)
@@ -360,7 +368,7 @@ func (n *Node) onDisconnect(err error) {
 	for _, e := range entries {
 		e.fail()
 	}
-	gone := n.forgetRemote(func(*remotePhone) bool { return true })
+	gone := n.forgetRemote(func(*remotePhone) bool { return true }, wire.CloseNodeLost.Code)
 	// Their nodes are told once NATS is back (reconcile); a frame from one
 	// of them before that gets the same answer (evictUnknown).
 	n.mu.Lock()
@@ -434,7 +442,7 @@ func (n *Node) nodeGone(node, why string) {
 	for _, e := range orphans {
 		e.orphan()
 	}
-	n.forgetRemote(func(rp *remotePhone) bool { return rp.node == node })
+	n.forgetRemote(func(rp *remotePhone) bool { return rp.node == node }, wire.CloseGoingAway.Code)
 }
 
 // orphansExpired closes, with 1000, the phones orphaned by a lost node whose
@@ -455,9 +463,9 @@ func (n *Node) orphansExpired(node string) {
 }
 
 // forgetRemote unregisters the remote phones match selects (their node is
-// unreachable): their binaries get a close notice (1001), as for a phone
-// that went away.
-func (n *Node) forgetRemote(match func(*remotePhone) bool) []*remotePhone {
+// gone, or this node lost NATS): their binaries get a close notice with
+// code, as for a phone that went away.
+func (n *Node) forgetRemote(match func(*remotePhone) bool, code int) []*remotePhone {
 	n.mu.Lock()
 	var out []*remotePhone
 	for c, rp := range n.remote {
@@ -469,7 +477,7 @@ func (n *Node) forgetRemote(match func(*remotePhone) bool) []*remotePhone {
 	n.mu.Unlock()
 	for _, rp := range out {
 		rp.kill()
-		n.phoneLeft(rp, noticeFor(rp.connID, 1001))
+		n.phoneLeft(rp, noticeFor(rp.connID, code))
 	}
 	return out
 }

@@ -78,13 +78,14 @@ type Config struct {
 
 	Production bool // PYRYCODE_RELAY_PRODUCTION=1: refuse risky set-ups
 
-	NATSURL     string // comma-separated NATS URLs; non-empty turns cluster mode on (flag, else PYRYCODE_RELAY_NATS_URL)
-	NATSCreds   string // NATS credentials file (JWT + NKey seed)
-	NATSCA      string // CA file trusted for TLS to NATS
-	NATSCert    string // client certificate for TLS to NATS
-	NATSKey     string // client key for NATS TLS
-	ClusterName string // prefix of every subject and bucket ("pyrycode-relay")
-	NodeID      string // this relay's node id (random per process)
+	NATSURL      string // comma-separated NATS URLs; non-empty turns cluster mode on (flag, else PYRYCODE_RELAY_NATS_URL)
+	NATSCreds    string // NATS credentials file (JWT + NKey seed)
+	NATSCA       string // CA file trusted for TLS to NATS
+	NATSCert     string // client certificate for TLS to NATS
+	NATSKey      string // client key for NATS TLS
+	ClusterName  string // prefix of every subject and bucket ("pyrycode-relay")
+	NATSReplicas int    // JetStream replicas of the ownership bucket when created (1)
+	NodeID       string // this relay's node id (random per process)
 
 	LogLevel    slog.Level // "info"
 	LogFormat   string     // "json" or "text" ("json")
@@ -151,6 +152,7 @@ func Default() Config {
 		LogLevel:          slog.LevelInfo,
 		LogFormat:         "json",
 		ClusterName:       "pyrycode-relay",
+		NATSReplicas:      1,
 	}
 }
 
@@ -208,6 +210,7 @@ func Parse(args []string, env Env, out io.Writer) (Config, error) {
 	fs.StringVar(&c.NATSCert, "nats-cert", "", "client certificate (PEM) for TLS to NATS")
 	fs.StringVar(&c.NATSKey, "nats-key", "", "client key (PEM) for --nats-cert")
 	fs.StringVar(&c.ClusterName, "cluster-name", c.ClusterName, "cluster name: prefix of every NATS subject and bucket")
+	fs.IntVar(&c.NATSReplicas, "nats-replicas", c.NATSReplicas, "JetStream replicas of the ownership bucket when a relay creates it (1 to 5)")
 	fs.StringVar(&c.NodeID, "node-id", "", "this relay's node id in the cluster (default: random per process)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: json or text")
@@ -427,6 +430,9 @@ func (c *Config) validateCluster() error {
 		if err != nil || p.Host == "" || !oneOf(p.Scheme, "nats", "tls", "ws", "wss") {
 			return fmt.Errorf("--nats-url: URL %d is not a nats://, tls://, ws:// or wss:// URL with a host", i+1)
 		}
+	}
+	if c.NATSReplicas < 1 || c.NATSReplicas > 5 {
+		return fmt.Errorf("--nats-replicas must be between 1 and 5 (got %d)", c.NATSReplicas)
 	}
 	if (c.NATSCert == "") != (c.NATSKey == "") {
 		return errors.New("--nats-cert and --nats-key must be given together")

@@ -151,6 +151,8 @@ func TestClusterFlags(t *testing.T) {
 		{[]string{"--nats-url", "nats://a:1", "--nats-cert", "c.pem"}, nil, "must be given together"},
 		{[]string{"--nats-url", "nats://a:1", "--cluster-name", "bad name"}, nil, "--cluster-name"},
 		{[]string{"--nats-url", "nats://a:1", "--node-id", "-x"}, nil, "--node-id"},
+		{[]string{"--nats-url", "nats://a:1", "--nats-replicas", "3"}, nil, ""},
+		{[]string{"--nats-url", "nats://a:1", "--nats-replicas", "0"}, nil, "--nats-replicas"},
 	}
 	for _, tc := range cases {
 		_, err := Parse(append(append([]string{}, base...), tc.args...), env(tc.vars, 1000), io.Discard)
