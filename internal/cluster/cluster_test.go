@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pyrycode/pyrycode-relay/internal/wire"
 )
@@ -222,6 +225,22 @@ func TestNodeLoss(t *testing.T) {
 	}
 	pb3.send(t, `{"after":"loss"}`)
 	pb3.closed(t, 4404, "no server with that id")
+
+	// One grace period after the loss, the dead node's entry is swept out
+	// of the bucket (nothing reclaimed it); the reclaimed id stays.
+	eventually(t, "stale entry swept", func() bool {
+		_, err := b.node.kv.Get(t.Context(), key("lost-2"))
+		return errors.Is(err, jetstream.ErrKeyNotFound)
+	})
+	if e, err := b.node.kv.Get(t.Context(), key("lost")); err != nil || string(e.Value()) != b.node.ID() {
+		t.Fatalf("reclaimed id's entry: %v", err)
+	}
+	phone(t, c2(t, ns, b), "lost-2").closed(t, 4404, "no server with that id")
+}
+
+// c2 starts one more node of b's cluster.
+func c2(t *testing.T, ns *natsserver.Server, b *testNode) *testNode {
+	return startNode(t, ns.ClientURL(), b.node.cfg.Name, testConfig())
 }
 
 // SIGTERM on one node: its connections close with 1001, its binary
@@ -446,4 +465,16 @@ func TestNATSClusterLosesAServer(t *testing.T) {
 	}
 	old.closed(t, 1011, "relay node unavailable")
 	pair(t, phone(t, b, "sturdy"), bin, `{"after":2}`)
+}
+
+// Two processes given the same --node-id: each says so in its log.
+func TestNodeIDConflictIsLogged(t *testing.T) {
+	ns := startNATS(t)
+	var la, lb errorCounter
+	mk := func(l *errorCounter) *testNode {
+		return startNodeCfg(t, Config{URLs: ns.ClientURL(), Name: "t12", NodeID: "twin", Heartbeat: 100 * time.Millisecond, Log: slog.New(l)}, testConfig(), testLog)
+	}
+	mk(&la)
+	mk(&lb)
+	eventually(t, "conflict logged by both", func() bool { return la.n.Load() > 0 && lb.n.Load() > 0 })
 }

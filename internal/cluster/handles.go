@@ -343,14 +343,18 @@ func (n *Node) onMsg(m *nats.Msg) {
 			n.onOwner(id, node)
 		}
 	case kHeartbeat, kHello:
-		if node := d.str(); d.err == nil && node != n.self {
+		node, inst := d.str(), d.str()
+		if d.err == nil && node == n.self && inst != n.instance {
+			n.idConflict()
+		}
+		if d.err == nil && node != n.self {
 			n.mu.Lock()
 			n.peers[node] = time.Now()
 			n.mu.Unlock()
 			if m.Data[0] == kHello && n.connected.Load() {
 				// The newcomer learns of this node at once, so that it can
 				// tell when this node goes.
-				n.publish(n.all, enc{kHeartbeat}.str(n.self))
+				n.publish(n.all, enc{kHeartbeat}.str(n.self).str(n.instance))
 			}
 		}
 	case kBye:

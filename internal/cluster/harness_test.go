@@ -329,3 +329,11 @@ func startNATSCluster(t *testing.T) ([]*natsserver.Server, string) {
 	})
 	return servers, strings.Join(urls, ",")
 }
+
+// errorCounter counts log records at error level.
+type errorCounter struct{ n atomic.Int64 }
+
+func (h *errorCounter) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelError }
+func (h *errorCounter) Handle(context.Context, slog.Record) error    { h.n.Add(1); return nil }
+func (h *errorCounter) WithAttrs([]slog.Attr) slog.Handler           { return h }
+func (h *errorCounter) WithGroup(string) slog.Handler                { return h }

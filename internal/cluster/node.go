@@ -127,6 +127,7 @@ type Node struct {
 	owned  map[string]uint64      // ids owned here -> revision we wrote
 	peers  map[string]time.Time   // node -> last heard
 	lost   map[string]*time.Timer // gone nodes -> orphan grace timer
+	sweeps map[string]*time.Timer // gone nodes -> removal of their stale bucket entries
 	local  map[string]*phoneEntry // phones here whose owner is elsewhere, by conn_id
 	byID   map[string]map[string]*phoneEntry
 	remote map[string]*remotePhone // phones elsewhere registered under ids owned here
@@ -134,9 +135,11 @@ type Node struct {
 	// lost; their nodes are told to close them once it is back.
 	unreached []string
 
-	subs []*nats.Subscription
-	stop chan struct{}
-	done chan struct{}
+	instance string       // random per process: tells this node from another with the same id
+	conflict atomic.Int64 // unix seconds of the last node-id conflict logged
+	subs     []*nats.Subscription
+	stop     chan struct{}
+	done     chan struct{}
 }
 
 var _ relay.Directory = (*Node)(nil)
@@ -158,6 +161,7 @@ func Start(cfg Config) (*Node, error) {
 		owned:  make(map[string]uint64),
 		peers:  make(map[string]time.Time),
 		lost:   make(map[string]*time.Timer),
+		sweeps: make(map[string]*time.Timer),
 		local:  make(map[string]*phoneEntry),
 		byID:   make(map[string]map[string]*phoneEntry),
 		remote: make(map[string]*remotePhone),
@@ -165,6 +169,7 @@ func Start(cfg Config) (*Node, error) {
 		done:   make(chan struct{}),
 	}
 	n.subj = n.prefix + n.self
+	n.instance = RandomNodeID()
 	opts := []nats.Option{
 		nats.Name("pyrycode-relay " + n.self),
 		nats.Timeout(cfg.ConnectTimeout),
@@ -239,7 +244,7 @@ func Start(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
 	n.connected.Store(true)
-	n.publish(n.all, enc{kHello}.str(n.self))
+	n.publish(n.all, enc{kHello}.str(n.self).str(n.instance))
 	go n.heartbeat()
 	n.log.Info("cluster_joined", "node", n.self, "cluster", cfg.Name)
 	return n, nil
@@ -306,7 +311,65 @@ func (n *Node) Close() {
 	for _, t := range n.lost {
 		t.Stop()
 	}
+	for _, t := range n.sweeps {
+		t.Stop()
+	}
 	n.mu.Unlock()
+}
+
+// sweep removes from the bucket the entries a gone node left behind, one
+// grace period after it went, so that the bucket does not keep the ids of
+// every node that ever died. One node does it (the live node with the
+// smallest id; if two think they are, the deletes are compare-and-swap and
+// harmless), and only if the gone node still has no responder: a node that
+// merely lost NATS for a while keeps its entries. An entry a claim took
+// meanwhile has a new revision and is left alone.
+func (n *Node) sweep(node string) {
+	n.mu.Lock()
+	delete(n.sweeps, node)
+	first := true
+	for p := range n.peers {
+		if p < n.self {
+			first = false
+		}
+	}
+	_, back := n.peers[node]
+	n.mu.Unlock()
+	if !first || back || !n.connected.Load() || n.leaving.Load() {
+		return
+	}
+	if _, err := n.nc.Request(n.prefix+node, enc{kQuery}.str(""), n.cfg.RequestTimeout); !errors.Is(err, nats.ErrNoResponders) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	w, err := n.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return
+	}
+	defer w.Stop()
+	type stale struct {
+		key string
+		rev uint64
+	}
+	var out []stale
+	for e := range w.Updates() {
+		if e == nil {
+			break // every current entry has been seen
+		}
+		if string(e.Value()) == node {
+			out = append(out, stale{e.Key(), e.Revision()})
+		}
+	}
+	removed := 0
+	for _, s := range out {
+		if n.kv.Delete(ctx, s.key, jetstream.LastRevision(s.rev)) == nil {
+			removed++
+		}
+	}
+	if removed > 0 {
+		n.log.Info("cluster_swept", "node", node, "ids", removed)
+	}
 }
 
 func (n *Node) heartbeat() {
@@ -320,7 +383,7 @@ func (n *Node) heartbeat() {
 		case <-t.C:
 		}
 		if n.connected.Load() {
-			n.publish(n.all, enc{kHeartbeat}.str(n.self))
+			n.publish(n.all, enc{kHeartbeat}.str(n.self).str(n.instance))
 		}
 		now := time.Now()
 		var gone []string
@@ -413,8 +476,19 @@ func (n *Node) reconcile() {
 	if !ok {
 		n.log.Warn("cluster_reconcile_failed", "node", n.self)
 	}
-	n.publish(n.all, enc{kHeartbeat}.str(n.self))
+	n.publish(n.all, enc{kHeartbeat}.str(n.self).str(n.instance))
 	n.connected.Store(n.nc.IsConnected())
+}
+
+// idConflict reports, at most once a minute, that another process uses this
+// node's id: both receive every message meant for either, which breaks
+// routing until one of them is given another --node-id.
+func (n *Node) idConflict() {
+	now := time.Now().Unix()
+	if last := n.conflict.Load(); now-last < 60 || !n.conflict.CompareAndSwap(last, now) {
+		return
+	}
+	n.log.Error("cluster_node_id_conflict", "node", n.self)
 }
 
 // nodeGone handles a node that said goodbye or went silent.
@@ -435,6 +509,9 @@ func (n *Node) nodeGone(node, why string) {
 			t.Stop()
 		}
 		n.lost[node] = time.AfterFunc(n.cfg.Grace, func() { n.orphansExpired(node) })
+	}
+	if n.sweeps[node] == nil {
+		n.sweeps[node] = time.AfterFunc(n.cfg.Grace, func() { n.sweep(node) })
 	}
 	n.mu.Unlock()
 	n.stats.NodesLost.Add(1)

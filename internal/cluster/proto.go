@@ -17,9 +17,9 @@ const (
 	kQuery      = 'Q' // request: id -> 'H' held | 'L' free
 	kProbe      = 'P' // request: id, timeout ms -> 'A' answered | 'L' silent or free
 	kOwner      = 'W' // broadcast: node, id: the id now belongs to node
-	kHeartbeat  = 'h' // broadcast: node
+	kHeartbeat  = 'h' // broadcast: node, instance
 	kBye        = 'b' // broadcast: node, leaving
-	kHello      = 'j' // broadcast: node, joining (every node answers with a heartbeat)
+	kHello      = 'j' // broadcast: node, instance; joining (every node answers with a heartbeat)
 )
 
 // Replies.

@@ -29,7 +29,7 @@ var allowedKeys = map[string]bool{
 	// ACME: the CA's error type and redacted explanation, never a key, token or key authorization
 	"domain": true, "acme_error": true, "detail": true, "failures": true, "retry_in": true, "renew_at": true,
 	// cluster: node ids and cluster name (operator-chosen or random), never NATS URLs or credentials
-	"node": true, "cluster": true, "why": true, "orphaned_phones": true, "to": true,
+	"node": true, "cluster": true, "why": true, "orphaned_phones": true, "to": true, "ids": true,
 }
 
 // levelMethods are slog's logging methods: msg first, then key/value pairs.
