@@ -22,12 +22,12 @@ import (
 )
 
 // startNATS runs a NATS server with JetStream on a random loopback port.
-func startNATS(t *testing.T) *natsserver.Server {
+func startNATS(t testing.TB) *natsserver.Server {
 	t.Helper()
 	return startNATSAt(t, -1, t.TempDir())
 }
 
-func startNATSAt(t *testing.T, port int, dir string) *natsserver.Server {
+func startNATSAt(t testing.TB, port int, dir string) *natsserver.Server {
 	t.Helper()
 	ns, err := natsserver.NewServer(&natsserver.Options{
 		Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true,
@@ -45,7 +45,7 @@ func startNATSAt(t *testing.T, port int, dir string) *natsserver.Server {
 
 // testNode is one relay of a test cluster.
 type testNode struct {
-	t    *testing.T
+	t    testing.TB
 	node *Node
 	srv  *relay.Server
 	hs   *httptest.Server
@@ -65,7 +65,7 @@ func testConfig() relay.Config {
 }
 
 // startNode starts a relay node of cluster name on the NATS server at url.
-func startNode(t *testing.T, natsURL, name string, rc relay.Config) *testNode {
+func startNode(t testing.TB, natsURL, name string, rc relay.Config) *testNode {
 	t.Helper()
 	log := testLog
 	if testing.Verbose() {
@@ -82,13 +82,13 @@ func (h *countHandler) Handle(context.Context, slog.Record) error    { h.n.Add(1
 func (h *countHandler) WithAttrs([]slog.Attr) slog.Handler           { return h }
 func (h *countHandler) WithGroup(string) slog.Handler                { return h }
 
-func startNodeLog(t *testing.T, natsURL, name string, rc relay.Config, log *slog.Logger) *testNode {
+func startNodeLog(t testing.TB, natsURL, name string, rc relay.Config, log *slog.Logger) *testNode {
 	t.Helper()
 	return startNodeCfg(t, Config{URLs: natsURL, Name: name, Grace: rc.Grace, Heartbeat: 200 * time.Millisecond,
 		DeadAfter: 1500 * time.Millisecond, RequestTimeout: time.Second, Log: log}, rc, log)
 }
 
-func startNodeCfg(t *testing.T, cc Config, rc relay.Config, log *slog.Logger) *testNode {
+func startNodeCfg(t testing.TB, cc Config, rc relay.Config, log *slog.Logger) *testNode {
 	t.Helper()
 	n, err := Start(cc)
 	if err != nil {
@@ -128,7 +128,7 @@ func (tn *testNode) crash() {
 	})
 }
 
-type tWriter struct{ t *testing.T }
+type tWriter struct{ t testing.TB }
 
 func (w tWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSuffix(string(p), "\n"))
@@ -143,7 +143,7 @@ type client struct {
 	err  error
 }
 
-func dialWS(t *testing.T, url, path string, h http.Header) (*client, *http.Response, error) {
+func dialWS(t testing.TB, url, path string, h http.Header) (*client, *http.Response, error) {
 	t.Helper()
 	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
 	c, resp, err := d.Dial(url+path, h)
@@ -166,7 +166,7 @@ func dialWS(t *testing.T, url, path string, h http.Header) (*client, *http.Respo
 	return cl, resp, nil
 }
 
-func dialBinary(t *testing.T, tn *testNode, id string) *client {
+func dialBinary(t testing.TB, tn *testNode, id string) *client {
 	t.Helper()
 	cl, _, err := dialWS(t, tn.url, "/v1/server", http.Header{wire.HeaderServer: {id}, wire.HeaderVersion: {"1"}, "User-Agent": {"test"}})
 	if err != nil {
@@ -175,7 +175,7 @@ func dialBinary(t *testing.T, tn *testNode, id string) *client {
 	return cl
 }
 
-func phone(t *testing.T, tn *testNode, id string) *client {
+func phone(t testing.TB, tn *testNode, id string) *client {
 	t.Helper()
 	cl, _, err := dialWS(t, tn.url, "/v1/client", http.Header{wire.HeaderServer: {id}, wire.HeaderToken: {"tok"}, "User-Agent": {"test"}})
 	if err != nil {
@@ -184,14 +184,14 @@ func phone(t *testing.T, tn *testNode, id string) *client {
 	return cl
 }
 
-func (cl *client) send(t *testing.T, s string) {
+func (cl *client) send(t testing.TB, s string) {
 	t.Helper()
 	if err := cl.c.WriteMessage(websocket.TextMessage, []byte(s)); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func (cl *client) next(t *testing.T) string {
+func (cl *client) next(t testing.TB) string {
 	t.Helper()
 	select {
 	case m := <-cl.msgs:
@@ -211,7 +211,7 @@ func (cl *client) next(t *testing.T) string {
 
 // closed waits for the relay's close and checks code and reason (any
 // reason when reason is "*").
-func (cl *client) closed(t *testing.T, code int, reason string) {
+func (cl *client) closed(t testing.TB, code int, reason string) {
 	t.Helper()
 	select {
 	case <-cl.done:
@@ -224,7 +224,7 @@ func (cl *client) closed(t *testing.T, code int, reason string) {
 	}
 }
 
-func (cl *client) quiet(t *testing.T, d time.Duration) {
+func (cl *client) quiet(t testing.TB, d time.Duration) {
 	t.Helper()
 	select {
 	case m := <-cl.msgs:
@@ -240,7 +240,7 @@ func env(connID, frame string) string {
 }
 
 // pair sends a first phone frame and returns the conn_id the binary saw.
-func pair(t *testing.T, ph, bin *client, frame string) string {
+func pair(t testing.TB, ph, bin *client, frame string) string {
 	t.Helper()
 	ph.send(t, frame)
 	got := bin.next(t)
@@ -256,7 +256,7 @@ func pair(t *testing.T, ph, bin *client, frame string) string {
 	return id
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
+func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
@@ -278,7 +278,7 @@ func (cl *client) gone() bool {
 }
 
 // freePort returns a loopback port that was free a moment ago.
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -290,7 +290,7 @@ func freePort(t *testing.T) int {
 
 // startNATSCluster runs three clustered NATS servers with JetStream and
 // returns them and a client URL list naming all three.
-func startNATSCluster(t *testing.T) ([]*natsserver.Server, string) {
+func startNATSCluster(t testing.TB) ([]*natsserver.Server, string) {
 	t.Helper()
 	var routes, urls []string
 	cports, ports := make([]int, 3), make([]int, 3)
