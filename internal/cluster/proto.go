@@ -61,13 +61,6 @@ func (d *dec) take(n int) []byte {
 	return v
 }
 
-func (d *dec) u8() byte {
-	if v := d.take(1); v != nil {
-		return v[0]
-	}
-	return 0
-}
-
 func (d *dec) u16() int {
 	if v := d.take(2); v != nil {
 		return int(binary.BigEndian.Uint16(v))

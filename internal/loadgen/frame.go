@@ -43,13 +43,6 @@ func appendFrame(dst []byte, typ string, phone int, seq uint64, t int64, size in
 	return append(dst, `"}`...)
 }
 
-// frameLen returns the length appendFrame produces.
-func frameLen(typ string, phone int, seq uint64, t int64, size int) int {
-	var tmp [160]byte
-	n := len(appendFrame(tmp[:0], typ, phone, seq, t, 0))
-	return max(n, size)
-}
-
 func appendAck(dst []byte, phone int, n uint64) []byte {
 	dst = append(dst, `{"v":2,"type":"noise_msg","phone":`...)
 	dst = strconv.AppendInt(dst, int64(phone), 10)

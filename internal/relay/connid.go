@@ -48,6 +48,3 @@ func (g *connIDs) next() string {
 	hex.Encode(buf[:], out[:])
 	return g.prefix + string(buf[:])
 }
-
-// len is the length of every id this generator makes.
-func (g *connIDs) len() int { return len(g.prefix) + 16 }

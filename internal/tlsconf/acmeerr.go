@@ -59,9 +59,6 @@ func (e *IssueError) Error() string {
 	return msg + "; next attempt at " + e.RetryAt.UTC().Format(time.RFC3339)
 }
 
-// acmeProblemPrefix starts every RFC 8555 error type.
-const acmeProblemPrefix = "urn:ietf:params:acme:error:"
-
 // maxDetail bounds IssueError.Detail.
 const maxDetail = 300
 
