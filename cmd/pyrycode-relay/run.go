@@ -93,7 +93,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if cfg.NATSURL != "" {
 		node, err = cluster.Start(cluster.Config{
 			URLs: cfg.NATSURL, Creds: cfg.NATSCreds, CA: cfg.NATSCA, Cert: cfg.NATSCert, Key: cfg.NATSKey,
-			Name: cfg.ClusterName, NodeID: cfg.NodeID, Replicas: cfg.NATSReplicas, Grace: cfg.Grace, Log: log,
+			Name: cfg.ClusterName, NodeID: cfg.NodeID, Replicas: cfg.NATSReplicas, Grace: cfg.Grace, MaxFrameBytes: cfg.MaxFrameBytes, Log: log,
 		})
 		if err != nil { // nats errors name no credentials
 			fmt.Fprintf(stderr, "pyrycode-relay: %v\n", err)

@@ -45,80 +45,135 @@ func (n *Node) unavailable() claimResult {
 }
 
 // Claim asks for id on behalf of b, cluster-wide (see the package doc).
+//
+// b is held in the local registry before the bucket is asked or changed, so
+// a node that asks this one meanwhile finds a live binary here, never a
+// moment in which the id looks free to two claimants; if the bucket then
+// says no, the hold is undone.
 func (n *Node) Claim(id string, b relay.Binary) claimResult {
 	for range 4 {
 		if !n.connected.Load() || n.leaving.Load() {
 			return n.unavailable()
 		}
-		if _, known := n.reg.State(id); !known {
-			// Held here before the bucket is asked: a node querying this
-			// one meanwhile finds a live binary, never a gap in which the
-			// id looks free to both.
-			res := n.reg.Claim(id, b)
-			if res.Outcome != registry.Claimed {
-				continue // another claim here got in first: look again
-			}
-			ctx, cancel := n.ctx()
-			rev, err := n.kv.Create(ctx, key(id), []byte(n.self))
-			cancel()
-			if err == nil {
-				n.setOwned(id, rev)
-				n.stats.Claims[ClaimFresh].Add(1)
-				return res
-			}
-			n.reg.Release(id, b, 0, func(phones []relay.Phone) {
-				for _, p := range phones {
-					p.Evict(peer.Close(wire.CloseNoServer))
-				}
-			})
-			if !errors.Is(err, jetstream.ErrKeyExists) {
-				return n.unavailable()
-			}
-		}
-		ctx, cancel := n.ctx()
-		e, err := n.kv.Get(ctx, key(id))
-		cancel()
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			continue // released meanwhile: try to create it again
-		}
-		if err != nil {
-			return n.unavailable()
-		}
-		owner := string(e.Value())
-		if owner == n.self {
-			// Ours already: a reclaim after a drop, or a conflict with a
-			// binary here. Bump the revision first, so that a node that
-			// was just told "free" cannot take the id at the same time.
-			holder, _ := n.reg.State(id)
-			if !live(holder) {
-				if !n.update(id, e.Revision()) {
-					continue
-				}
-			}
-			n.stats.Claims[ClaimLocal].Add(1)
-			return n.reg.Claim(id, b)
-		}
-		switch n.query(owner, id) {
-		case rHeld:
-			n.stats.Claims[ClaimConflict].Add(1)
-			return claimResult{Outcome: registry.Conflict, Incumbent: &remoteIncumbent{n: n, node: owner, id: id, rev: e.Revision()}}
-		case rFree:
-			if !n.update(id, e.Revision()) {
-				continue
-			}
-			n.announce(id)
-			n.evictStale(id, n.self)
-			n.stats.Claims[ClaimFromPeer].Add(1)
-			res := n.reg.Claim(id, b)
-			if res.Outcome == registry.Claimed {
-				res.Outcome = registry.Reclaimed // the id lived on elsewhere: its phones there are evicted
-			}
+		n.beginClaim(id)
+		res, again := n.claim(id, b)
+		n.endClaim(id)
+		if !again {
 			return res
-		default:
-			return n.unavailable()
 		}
 	}
 	return n.unavailable()
+}
+
+// claim is one attempt of Claim; again says the bucket changed under it.
+func (n *Node) claim(id string, b relay.Binary) (res claimResult, again bool) {
+	res = n.reg.Claim(id, b)
+	if res.Outcome == registry.Conflict {
+		// A live binary here holds it: the conflict probe runs here.
+		n.stats.Claims[ClaimLocal].Add(1)
+		return res, false
+	}
+	ctx, cancel := n.ctx()
+	rev, err := n.kv.Create(ctx, key(id), []byte(n.self))
+	cancel()
+	if err == nil {
+		n.setOwned(id, rev)
+		n.stats.Claims[ClaimFresh].Add(1)
+		return res, false
+	}
+	if !errors.Is(err, jetstream.ErrKeyExists) {
+		n.undo(id, b, res)
+		return n.unavailable(), false
+	}
+	ctx, cancel = n.ctx()
+	e, err := n.kv.Get(ctx, key(id))
+	cancel()
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		n.undo(id, b, res)
+		return res, true // released meanwhile: create it again
+	case err != nil:
+		n.undo(id, b, res)
+		return n.unavailable(), false
+	}
+	owner := string(e.Value())
+	if owner == n.self {
+		// Ours already: a reclaim after a drop. The revision is bumped so
+		// that a node just told "free" cannot take the id at the same time.
+		if !n.update(id, e.Revision()) {
+			n.undo(id, b, res)
+			return res, true
+		}
+		n.stats.Claims[ClaimLocal].Add(1)
+		if res.Outcome == registry.Claimed {
+			// The bucket names this node but the registry did not know the
+			// id: an earlier process with this node id held it, and phones
+			// elsewhere may still be registered under it. They go as for
+			// any reclaim.
+			n.announce(id)
+			res.Outcome = registry.Reclaimed
+		}
+		return res, false
+	}
+	switch n.query(owner, id) {
+	case rHeld:
+		n.undo(id, b, res)
+		n.stats.Claims[ClaimConflict].Add(1)
+		return claimResult{Outcome: registry.Conflict, Incumbent: &remoteIncumbent{n: n, node: owner, id: id, rev: e.Revision()}}, false
+	case rFree:
+		if testHookBeforeSwap != nil {
+			testHookBeforeSwap(n)
+		}
+		if !n.update(id, e.Revision()) {
+			n.undo(id, b, res)
+			return res, true
+		}
+		n.announce(id)
+		n.stats.Claims[ClaimFromPeer].Add(1)
+		if res.Outcome == registry.Claimed {
+			res.Outcome = registry.Reclaimed // the id lived on elsewhere: its phones there are evicted
+		}
+		return res, false
+	default:
+		n.undo(id, b, res)
+		return n.unavailable(), false
+	}
+}
+
+// testHookBeforeSwap, set only by tests, runs between a claim's "free"
+// answer and its swap, to widen that window.
+var testHookBeforeSwap func(*Node)
+
+// undo gives up a hold that the bucket did not confirm. Phones that had
+// registered under it, or under the grace period it replaced, are closed:
+// the id is not this node's.
+func (n *Node) undo(id string, b relay.Binary, res claimResult) {
+	gone := peer.Close(wire.CloseNoServer)
+	n.reg.Release(id, b, 0, func(phones []relay.Phone) {
+		for _, p := range phones {
+			p.Evict(gone)
+		}
+	})
+	for _, p := range res.Evicted {
+		p.Evict(gone)
+	}
+}
+
+// beginClaim and endClaim mark an id whose claim is being settled here:
+// an announcement from another node does not drop that hold (the claim's
+// own compare-and-swap decides, and undoes the hold if it lost).
+func (n *Node) beginClaim(id string) {
+	n.mu.Lock()
+	n.claiming[id]++
+	n.mu.Unlock()
+}
+
+func (n *Node) endClaim(id string) {
+	n.mu.Lock()
+	if n.claiming[id]--; n.claiming[id] <= 0 {
+		delete(n.claiming, id)
+	}
+	n.mu.Unlock()
 }
 
 // update moves id to this node by compare-and-swap on rev.
@@ -133,14 +188,22 @@ func (n *Node) update(id string, rev uint64) bool {
 	return true
 }
 
-// announce tells every node that id now belongs here.
+// announce tells every node that id now belongs here, at the revision
+// written here, and closes the phones here registered under its old owner.
 func (n *Node) announce(id string) {
-	n.publish(n.all, enc{kOwner}.str(n.self).str(id))
+	n.publish(n.all, enc{kOwner}.str(n.self).str(id).u64(n.ownedRev(id)))
+	n.evictStale(id, n.self)
 }
 
 // query asks owner whether id is held by a live binary there: rHeld, rFree
-// (or no responder: the node is gone), or 0 when it could not be asked.
+// (or no responder: the node is gone), or 0 when it could not be asked. A
+// node this one has not heard from for DeadAfter (though it has been up that
+// long) counts as gone even if NATS has not noticed yet (a machine that
+// vanished without closing its connections).
 func (n *Node) query(owner, id string) byte {
+	if n.presumedGone(owner) {
+		return rFree
+	}
 	msg, err := n.nc.Request(n.prefix+owner, enc{kQuery}.str(id), n.cfg.RequestTimeout)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
@@ -151,17 +214,37 @@ func (n *Node) query(owner, id string) byte {
 	return msg.Data[0]
 }
 
+// presumedGone reports whether node has been silent for DeadAfter while
+// this node has been up for longer than that.
+func (n *Node) presumedGone(node string) bool {
+	if time.Since(n.started) < 2*n.cfg.DeadAfter {
+		return false
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	_, ok := n.peers[node]
+	return !ok
+}
+
 // TakeOver gives id to b if incumbent still holds it.
 func (n *Node) TakeOver(id string, incumbent, b relay.Binary) ([]relay.Phone, bool) {
 	if ri, ok := incumbent.(*remoteIncumbent); ok {
+		if ri.unsure {
+			return nil, false // its node did not answer the probe: not settled
+		}
+		n.beginClaim(id)
+		defer n.endClaim(id)
+		res := n.reg.Claim(id, b) // held first, as in Claim
+		if res.Outcome == registry.Conflict {
+			return nil, false
+		}
 		if !n.update(id, ri.rev) {
+			n.undo(id, b, res)
 			return nil, false
 		}
 		n.announce(id)
-		n.evictStale(id, n.self)
 		n.stats.Claims[ClaimTakeover].Add(1)
-		res := n.reg.Claim(id, b)
-		return res.Evicted, res.Outcome != registry.Conflict
+		return res.Evicted, true
 	}
 	if !n.update(id, n.ownedRev(id)) {
 		return nil, false
@@ -171,8 +254,9 @@ func (n *Node) TakeOver(id string, incumbent, b relay.Binary) ([]relay.Phone, bo
 
 // Release ends b's hold on id: the grace period runs here, the owner. When
 // it ends unclaimed, the id is deleted from the bucket (on the revision
-// written here, so a takeover meanwhile wins). While leaving, ids are left
-// in the bucket: other nodes find this node gone and reclaim at once.
+// written here, so a takeover meanwhile wins: then the phones are closed as
+// for a reclaim, not with 1000). While leaving, ids are left in the bucket:
+// other nodes find this node gone and reclaim at once.
 func (n *Node) Release(id string, b relay.Binary, grace time.Duration, expire func([]relay.Phone)) bool {
 	return n.reg.Release(id, b, grace, func(phones []relay.Phone) {
 		n.mu.Lock()
@@ -181,8 +265,17 @@ func (n *Node) Release(id string, b relay.Binary, grace time.Duration, expire fu
 		n.mu.Unlock()
 		if !n.leaving.Load() && rev != 0 {
 			ctx, cancel := n.ctx()
-			_ = n.kv.Delete(ctx, key(id), jetstream.LastRevision(rev))
+			err := n.kv.Delete(ctx, key(id), jetstream.LastRevision(rev))
 			cancel()
+			// A failed compare-and-swap (the key's revision moved: another
+			// node took the id) reports the "key exists" code.
+			if errors.Is(err, jetstream.ErrKeyExists) {
+				for _, p := range phones {
+					p.Evict(peer.Close(wire.CloseReclaimed))
+				}
+				expire(nil)
+				return
+			}
 		}
 		expire(phones)
 	})
@@ -235,12 +328,14 @@ func (n *Node) AddPhone(id, connID string, p relay.Phone, max int) (relay.Binary
 	case reply != rOK || len(msg.Data) != 2:
 		n.unlink(pe)
 		n.stats.Refused.Add(1)
+		// The owner may have registered it before its answer was lost.
+		n.publish(n.prefix+owner, enc{kPhoneGone}.u64(0).str(connID))
 		return nil, registry.ErrUnavailable
 	}
 	pe.activate(msg.Data[1] == 1)
 	n.mu.Lock()
 	if _, ok := n.peers[owner]; !ok {
-		n.peers[owner] = time.Now() // watched from now on, like every node heard from
+		n.peers[owner] = peerState{seen: time.Now()} // watched from now on, like every node heard from
 	}
 	n.mu.Unlock()
 	return pe, nil
@@ -298,15 +393,9 @@ func (n *Node) dropID(id, newOwner string) {
 	}
 	n.log.Info("cluster_id_moved", "server_id", id, "to", newOwner)
 	for _, p := range phones {
-		if rp, ok := p.(*remotePhone); ok {
-			n.mu.Lock()
-			if n.remote[rp.connID] == rp {
-				delete(n.remote, rp.connID)
-			}
-			n.mu.Unlock()
-			rp.kill()
-			continue
-		}
+		// Remote phones' nodes saw the same announcement, but a phone
+		// registering just then may not have been indexed there yet:
+		// they are told directly too (a second eviction is harmless).
 		p.Evict(peer.Close(wire.CloseReclaimed))
 	}
 	if holder != nil {

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"errors"
 	"strings"
 	"sync"
 	"time"
@@ -131,8 +132,10 @@ func (pe *phoneEntry) orphan() {
 	pe.mu.Unlock()
 }
 
-// fail closes the phone because its stream cannot be kept whole.
-func (pe *phoneEntry) fail() {
+// fail closes the phone because its stream cannot be kept whole. It
+// reports whether the owner still has the phone registered (and must be
+// told it is gone once NATS is back).
+func (pe *phoneEntry) fail() bool {
 	pe.mu.Lock()
 	prev := pe.state
 	pe.state = stDead
@@ -140,6 +143,17 @@ func (pe *phoneEntry) fail() {
 	if prev != stDead {
 		pe.p.Evict(peer.Close(wire.CloseNodeLost))
 	}
+	return prev == stActive || prev == stPending || prev == stGapped
+}
+
+// tellGone tells the owner the phone is gone, with a 1011 notice for its
+// binary (its stream was cut).
+func (pe *phoneEntry) tellGone() {
+	pe.mu.Lock()
+	pe.outSeq++
+	seq := pe.outSeq
+	pe.mu.Unlock()
+	pe.n.publish(pe.n.prefix+pe.owner, enc{kPhoneGone}.u64(seq).str(pe.connID).raw(noticeFor(pe.connID, wire.CloseNodeLost.Code)))
 }
 
 // evict closes the phone with cl on the owner's word (or a local rule).
@@ -181,9 +195,8 @@ type remotePhone struct {
 	node   string
 	id     string
 	connID string
-	binary relay.Binary // the binary at registration; nil during grace
-
 	mu     sync.Mutex
+	binary relay.Binary // the binary at registration; nil during grace
 	outSeq uint64
 	inSeq  uint64
 	dead   bool
@@ -231,19 +244,45 @@ func (rp *remotePhone) Evict(cl peer.Close) {
 	if rp.n.leaving.Load() {
 		return // its node orphans it when this node says goodbye
 	}
-	rp.close(cl)
+	rp.close(cl, false)
 }
 
-// close tells the phone's node to close it with cl.
-func (rp *remotePhone) close(cl peer.Close) {
-	rp.send(kEvict, false, func(e enc) enc { return e.u16(cl.Code).str(cl.Reason) })
+// close tells the phone's node to close it with cl and unregisters it at
+// once (its node's "gone" may never come if NATS drops it). With notice,
+// the binary gets a close notice with cl's code, when one is due.
+func (rp *remotePhone) close(cl peer.Close, notice bool) {
+	rp.n.evictUnknown(rp.connID, cl) // even if a send failed before: the phone must go
 	rp.kill()
+	n := rp.n
+	n.mu.Lock()
+	if n.remote[rp.connID] == rp {
+		delete(n.remote, rp.connID)
+	}
+	n.mu.Unlock()
+	var msg []byte
+	if notice {
+		msg = noticeFor(rp.connID, cl.Code)
+	}
+	n.phoneLeft(rp, msg)
+}
+
+func (rp *remotePhone) pairedWith() relay.Binary {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	return rp.binary
 }
 
 func (rp *remotePhone) kill() {
 	rp.mu.Lock()
 	rp.dead = true
 	rp.mu.Unlock()
+}
+
+// lastIn returns the last sequence number received from the phone's node.
+func (rp *remotePhone) lastIn() uint64 {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	return rp.inSeq
 }
 
 // inOrder checks the next sequence number from the phone's node.
@@ -267,6 +306,9 @@ type remoteIncumbent struct {
 	node string
 	id   string
 	rev  uint64 // the bucket revision the claim read: a takeover swaps on it
+	// unsure: its node did not answer the probe in time, so neither a
+	// 4409 nor a takeover is justified (the claim ends 1013).
+	unsure bool
 }
 
 func (ri *remoteIncumbent) Deliver(*bufpool.Buf, []byte, <-chan struct{}, bool) error {
@@ -277,7 +319,14 @@ func (ri *remoteIncumbent) Deliver(*bufpool.Buf, []byte, <-chan struct{}, bool) 
 // responder (the node is gone) or no answer at all counts as silent.
 func (ri *remoteIncumbent) Probe(timeout time.Duration) bool {
 	msg, err := ri.n.nc.Request(ri.n.prefix+ri.node, enc{kProbe}.str(ri.id).u32(uint32(timeout/time.Millisecond)), timeout+ri.n.cfg.RequestTimeout)
-	return err == nil && len(msg.Data) == 1 && msg.Data[0] == rAnswer
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		return false // the node is gone: take over
+	case err != nil || len(msg.Data) != 1:
+		ri.unsure = true
+		return false
+	}
+	return msg.Data[0] == rAnswer
 }
 
 // Closing is false: the incumbent's node found it live when asked (one that
@@ -301,9 +350,9 @@ func (n *Node) onMsg(m *nats.Msg) {
 			n.onPhoneFrame(seq, c, d.rest())
 		}
 	case kPhoneGone:
-		_, c := d.u64(), d.str()
+		seq, c := d.u64(), d.str()
 		if d.err == nil {
-			n.onPhoneGone(c, d.rest())
+			n.onPhoneGone(seq, c, d.rest())
 		}
 	case kBinFrame:
 		seq, c := d.u64(), d.str()
@@ -338,9 +387,9 @@ func (n *Node) onMsg(m *nats.Msg) {
 			go func() { _ = m.Respond([]byte{n.onProbe(id, time.Duration(ms)*time.Millisecond)}) }()
 		}
 	case kOwner:
-		node, id := d.str(), d.str()
+		node, id, rev := d.str(), d.str(), d.u64()
 		if d.err == nil && node != n.self {
-			n.onOwner(id, node)
+			n.onOwner(id, node, rev)
 		}
 	case kHeartbeat, kHello:
 		node, inst := d.str(), d.str()
@@ -349,9 +398,18 @@ func (n *Node) onMsg(m *nats.Msg) {
 		}
 		if d.err == nil && node != n.self {
 			n.mu.Lock()
-			n.peers[node] = time.Now()
+			old, known := n.peers[node]
+			n.peers[node] = peerState{seen: time.Now(), instance: inst}
 			n.mu.Unlock()
-			if m.Data[0] == kHello && n.connected.Load() {
+			if known && old.instance != inst {
+				// The same node id, a new process: the old one is gone,
+				// with every phone it had.
+				n.nodeGone(node, "restarted")
+				n.mu.Lock()
+				n.peers[node] = peerState{seen: time.Now(), instance: inst}
+				n.mu.Unlock()
+			}
+			if m.Data[0] == kHello && n.nc.IsConnected() {
 				// The newcomer learns of this node at once, so that it can
 				// tell when this node goes.
 				n.publish(n.all, enc{kHeartbeat}.str(n.self).str(n.instance))
@@ -400,26 +458,23 @@ func (n *Node) onPhoneFrame(seq uint64, connID string, env []byte) {
 	if gap {
 		n.stats.Gaps.Add(1)
 		n.log.Warn("cluster_gap", "server_id", rp.id, "conn_id", connID)
-		n.mu.Lock()
-		delete(n.remote, connID)
-		n.mu.Unlock()
-		rp.close(peer.Close(wire.CloseNodeLost))
-		n.phoneLeft(rp, noticeFor(connID, wire.CloseNodeLost.Code))
+		rp.close(peer.Close(wire.CloseNodeLost), true)
 		return
 	}
-	if !ok {
+	if !ok { // closed here before (its node may not have heard): again
 		n.stats.Dropped.Add(1)
+		n.evictUnknown(connID, peer.Close(wire.CloseNodeLost))
 		return
 	}
-	holder := rp.binary
+	holder := rp.pairedWith()
 	if holder == nil {
-		rp.close(peer.Close(wire.CloseNoServer)) // a frame during the grace period
+		rp.close(peer.Close(wire.CloseNoServer), false) // a frame during the grace period
 		return
 	}
 	if _, ok := n.reg.Route(rp.id, holder, []byte(connID)); !ok {
 		// Its binary has gone (grace): as on one node, 4404. Had the id
 		// changed hands, the phone would have been evicted (and dead).
-		rp.close(peer.Close(wire.CloseNoServer))
+		rp.close(peer.Close(wire.CloseNoServer), false)
 		return
 	}
 	buf, data := copyFrame(env)
@@ -427,25 +482,33 @@ func (n *Node) onPhoneFrame(seq uint64, connID string, env []byte) {
 	case err == nil:
 	case err == peer.ErrClosed:
 		buf.Release()
-		rp.close(peer.Close(wire.CloseNoServer))
+		rp.close(peer.Close(wire.CloseNoServer), false)
 	default:
 		// The binary's queue is over budget: this phone cannot be made to
-		// wait across nodes, so it is closed rather than lose a frame.
+		// wait across nodes, so it is closed rather than lose a frame, and
+		// its binary gets the close notice as for any backlog close.
 		buf.Release()
-		rp.close(peer.Close(wire.CloseBacklog))
+		rp.close(peer.Close(wire.CloseBacklog), true)
 	}
 }
 
 // onPhoneGone unregisters a remote phone and passes its close notice on.
-func (n *Node) onPhoneGone(connID string, notice []byte) {
+// If messages went missing just before it, the notice says 1011: the
+// binary did not get everything the phone sent.
+func (n *Node) onPhoneGone(seq uint64, connID string, notice []byte) {
 	n.mu.Lock()
 	rp := n.remote[connID]
 	delete(n.remote, connID)
 	n.mu.Unlock()
-	if rp != nil {
-		rp.kill()
-		n.phoneLeft(rp, notice)
+	if rp == nil {
+		return
 	}
+	if len(notice) > 0 && seq != 0 && seq != rp.lastIn()+1 {
+		n.stats.Gaps.Add(1)
+		notice = noticeFor(connID, wire.CloseNodeLost.Code)
+	}
+	rp.kill()
+	n.phoneLeft(rp, notice)
 }
 
 // phoneLeft unregisters rp and gives its binary the notice, when one is
@@ -453,7 +516,7 @@ func (n *Node) onPhoneGone(connID string, notice []byte) {
 // was paired with.
 func (n *Node) phoneLeft(rp *remotePhone, notice []byte) {
 	holder, removed := n.reg.RemovePhone(rp.id, rp.connID, rp)
-	if !removed || len(notice) == 0 || rp.binary == nil || holder != rp.binary {
+	if paired := rp.pairedWith(); !removed || len(notice) == 0 || paired == nil || holder != paired {
 		return
 	}
 	buf, data := copyFrame(notice)
@@ -502,8 +565,11 @@ func (n *Node) onRegister(node, id, connID string, max int) []byte {
 		return []byte{rNo}
 	}
 	rp := &remotePhone{n: n, node: node, id: id, connID: connID}
-	// Known in the map first: a frame cannot come before the reply, but
-	// an eviction right after the registration must find it.
+	// The binary is set before the registry can hand rp to anyone; a
+	// registration refused leaves it unused.
+	rp.mu.Lock()
+	rp.binary, _ = n.reg.State(id)
+	rp.mu.Unlock()
 	n.mu.Lock()
 	n.remote[connID] = rp
 	n.mu.Unlock()
@@ -517,7 +583,9 @@ func (n *Node) onRegister(node, id, connID string, max int) []byte {
 		}
 		return []byte{rNo}
 	}
-	rp.binary = b
+	rp.mu.Lock()
+	rp.binary = b // the holder AddPhone saw, which State may have missed
+	rp.mu.Unlock()
 	has := byte(0)
 	if b != nil {
 		has = 1
@@ -549,8 +617,13 @@ func (n *Node) onProbe(id string, timeout time.Duration) byte {
 }
 
 // onOwner handles another node's announcement that it now owns id.
-func (n *Node) onOwner(id, owner string) {
-	if _, known := n.reg.State(id); known {
+func (n *Node) onOwner(id, owner string, rev uint64) {
+	n.mu.Lock()
+	mine, claiming := n.owned[id], n.claiming[id] > 0
+	n.mu.Unlock()
+	// An announcement older than the revision this node wrote is stale;
+	// a claim being settled here is decided by its own compare-and-swap.
+	if _, known := n.reg.State(id); known && !claiming && (mine == 0 || mine < rev) {
 		n.dropID(id, owner)
 	}
 	n.evictStale(id, owner)

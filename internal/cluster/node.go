@@ -33,6 +33,10 @@ type Config struct {
 	NodeID   string // this node's id; random when empty
 	Replicas int    // JetStream replicas of the ownership bucket (default 1)
 
+	// MaxFrameBytes is the relay's largest message; NATS must carry it
+	// with its envelope (max_payload), or Start fails.
+	MaxFrameBytes int
+
 	Grace          time.Duration // as the relay's --grace (orphaned phones' grace)
 	RequestTimeout time.Duration // a request to another node (default 2 s)
 	Heartbeat      time.Duration // node heartbeat period (default 1 s)
@@ -125,7 +129,7 @@ type Node struct {
 
 	mu     sync.Mutex
 	owned  map[string]uint64      // ids owned here -> revision we wrote
-	peers  map[string]time.Time   // node -> last heard
+	peers  map[string]peerState   // node -> when last heard, which process
 	lost   map[string]*time.Timer // gone nodes -> orphan grace timer
 	sweeps map[string]*time.Timer // gone nodes -> removal of their stale bucket entries
 	local  map[string]*phoneEntry // phones here whose owner is elsewhere, by conn_id
@@ -134,6 +138,11 @@ type Node struct {
 	// unreached are conn_ids of phones elsewhere forgotten while NATS was
 	// lost; their nodes are told to close them once it is back.
 	unreached []string
+	untold    []*phoneEntry
+	claiming  map[string]int // ids whose claim is being settled here
+	started   time.Time
+
+	reconciling, reconcileAgain bool
 
 	instance string       // random per process: tells this node from another with the same id
 	conflict atomic.Int64 // unix seconds of the last node-id conflict logged
@@ -152,21 +161,23 @@ func Start(cfg Config) (*Node, error) {
 		cfg.NodeID = RandomNodeID()
 	}
 	n := &Node{
-		cfg:    cfg,
-		log:    cfg.Log,
-		self:   cfg.NodeID,
-		prefix: cfg.Name + ".node.",
-		all:    cfg.Name + ".all",
-		reg:    registry.New[relay.Binary, relay.Phone](),
-		owned:  make(map[string]uint64),
-		peers:  make(map[string]time.Time),
-		lost:   make(map[string]*time.Timer),
-		sweeps: make(map[string]*time.Timer),
-		local:  make(map[string]*phoneEntry),
-		byID:   make(map[string]map[string]*phoneEntry),
-		remote: make(map[string]*remotePhone),
-		stop:   make(chan struct{}),
-		done:   make(chan struct{}),
+		cfg:      cfg,
+		log:      cfg.Log,
+		self:     cfg.NodeID,
+		prefix:   cfg.Name + ".node.",
+		all:      cfg.Name + ".all",
+		reg:      registry.New[relay.Binary, relay.Phone](),
+		owned:    make(map[string]uint64),
+		peers:    make(map[string]peerState),
+		claiming: make(map[string]int),
+		started:  time.Now(),
+		lost:     make(map[string]*time.Timer),
+		sweeps:   make(map[string]*time.Timer),
+		local:    make(map[string]*phoneEntry),
+		byID:     make(map[string]map[string]*phoneEntry),
+		remote:   make(map[string]*remotePhone),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
 	}
 	n.subj = n.prefix + n.self
 	n.instance = RandomNodeID()
@@ -184,7 +195,11 @@ func Start(cfg Config) (*Node, error) {
 		nats.ReconnectHandler(func(*nats.Conn) { n.onReconnect() }),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			if errors.Is(err, nats.ErrSlowConsumer) {
+				// Messages to this node were dropped: gaps close the
+				// streams they hit, and an ownership announcement that
+				// was lost is made up for by checking the bucket.
 				n.log.Warn("cluster_slow_consumer", "node", n.self)
+				n.startReconcile()
 			}
 		}),
 	}
@@ -202,6 +217,10 @@ func Start(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("cluster: connect to NATS: %w", err)
 	}
 	n.nc = nc
+	if need := int64(cfg.MaxFrameBytes) + 1024; nc.MaxPayload() < need {
+		nc.Close()
+		return nil, fmt.Errorf("cluster: NATS max_payload is %d bytes; --max-frame-bytes needs at least %d", nc.MaxPayload(), need)
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		nc.Close()
@@ -248,6 +267,12 @@ func Start(cfg Config) (*Node, error) {
 	go n.heartbeat()
 	n.log.Info("cluster_joined", "node", n.self, "cluster", cfg.Name)
 	return n, nil
+}
+
+// peerState is what a node knows of another.
+type peerState struct {
+	seen     time.Time
+	instance string // the process behind the node id
 }
 
 // BucketName is the ownership bucket's name for a cluster name: characters
@@ -382,14 +407,16 @@ func (n *Node) heartbeat() {
 			return
 		case <-t.C:
 		}
-		if n.connected.Load() {
+		if n.nc.IsConnected() {
+			// Even while reconciling: the node is alive, and others must
+			// not take it for gone.
 			n.publish(n.all, enc{kHeartbeat}.str(n.self).str(n.instance))
 		}
 		now := time.Now()
 		var gone []string
 		n.mu.Lock()
-		for node, seen := range n.peers {
-			if now.Sub(seen) > n.cfg.DeadAfter {
+		for node, p := range n.peers {
+			if now.Sub(p.seen) > n.cfg.DeadAfter {
 				gone = append(gone, node)
 				delete(n.peers, node)
 			}
@@ -407,9 +434,7 @@ func (n *Node) publish(subj string, data []byte) bool {
 }
 
 func (n *Node) onDisconnect(err error) {
-	if !n.connected.Swap(false) {
-		return
-	}
+	n.connected.Store(false)
 	select {
 	case <-n.stop:
 		return // our own Close
@@ -429,7 +454,12 @@ func (n *Node) onDisconnect(err error) {
 	}
 	n.mu.Unlock()
 	for _, e := range entries {
-		e.fail()
+		if e.fail() {
+			// Its owner must still hear it is gone, once NATS is back.
+			n.mu.Lock()
+			n.untold = append(n.untold, e)
+			n.mu.Unlock()
+		}
 	}
 	gone := n.forgetRemote(func(*remotePhone) bool { return true }, wire.CloseNodeLost.Code)
 	// Their nodes are told once NATS is back (reconcile); a frame from one
@@ -443,41 +473,100 @@ func (n *Node) onDisconnect(err error) {
 
 func (n *Node) onReconnect() {
 	n.log.Info("cluster_nats_reconnected", "node", n.self)
-	go n.reconcile()
+	n.startReconcile()
 }
 
-// reconcile runs after a reconnect: every id owned here is checked against
-// the bucket, and those another node took meanwhile are given up. Only then
-// are claims accepted again.
-func (n *Node) reconcile() {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+// startReconcile runs reconcile unless one is already running; one asked
+// for meanwhile runs after it.
+func (n *Node) startReconcile() {
 	n.mu.Lock()
-	unreached := n.unreached
-	n.unreached = nil
-	n.mu.Unlock()
-	for _, c := range unreached {
-		n.evictUnknown(c, peer.Close(wire.CloseNodeLost))
+	defer n.mu.Unlock()
+	if n.reconciling {
+		n.reconcileAgain = true
+		return
 	}
-	ok := true
-	n.reg.IDs(func(id string) bool {
-		e, err := n.kv.Get(ctx, key(id))
-		switch {
-		case errors.Is(err, jetstream.ErrKeyNotFound):
-			n.dropID(id, "")
-		case err != nil:
-			ok = false
-			return false
-		case string(e.Value()) != n.self:
-			n.dropID(id, string(e.Value()))
+	n.reconciling = true
+	go func() {
+		for {
+			n.reconcile()
+			n.mu.Lock()
+			if !n.reconcileAgain {
+				n.reconciling = false
+				n.mu.Unlock()
+				return
+			}
+			n.reconcileAgain = false
+			n.mu.Unlock()
 		}
-		return true
-	})
-	if !ok {
-		n.log.Warn("cluster_reconcile_failed", "node", n.self)
+	}()
+}
+
+// reconcile brings this node back in line with the cluster after NATS was
+// lost (or messages to it were dropped): owners of phones closed here are
+// told, nodes of phones forgotten here are told, and every id owned here is
+// checked against the bucket in one pass; those another node took meanwhile
+// are given up. Claims are accepted again only once that has succeeded; it
+// is retried until it does (or the node stops).
+func (n *Node) reconcile() {
+	for attempt := 0; ; attempt++ {
+		select {
+		case <-n.stop:
+			return
+		default:
+		}
+		if attempt > 0 {
+			time.Sleep(time.Second)
+		}
+		if !n.nc.IsConnected() {
+			return // the next reconnect starts another
+		}
+		n.mu.Lock()
+		unreached, untold := n.unreached, n.untold
+		n.unreached, n.untold = nil, nil
+		n.mu.Unlock()
+		for _, c := range unreached {
+			n.evictUnknown(c, peer.Close(wire.CloseNodeLost))
+		}
+		for _, e := range untold {
+			e.tellGone()
+		}
+		owners, err := n.allOwners()
+		if err != nil {
+			n.log.Warn("cluster_reconcile_failed", "node", n.self, "err", err.Error())
+			continue
+		}
+		n.reg.IDs(func(id string) bool {
+			if o := owners[key(id)]; o != n.self {
+				n.dropID(id, o)
+			}
+			return true
+		})
+		n.connected.Store(n.nc.IsConnected())
+		return
 	}
-	n.publish(n.all, enc{kHeartbeat}.str(n.self).str(n.instance))
-	n.connected.Store(n.nc.IsConnected())
+}
+
+// allOwners reads the whole bucket in one pass: key -> owner node.
+func (n *Node) allOwners() (map[string]string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	w, err := n.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, err
+	}
+	defer w.Stop()
+	out := make(map[string]string)
+	for {
+		select {
+		case e := <-w.Updates():
+			if e == nil {
+				return out, nil // every current entry has been seen
+			}
+			out[e.Key()] = string(e.Value())
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 }
 
 // idConflict reports, at most once a minute, that another process uses this
