@@ -8,6 +8,7 @@
 //	go run ./cmd/relay-load --mode churn --rate 1000                  # connect, handshake, disconnect
 //	go run ./cmd/relay-load --mode stall --phones 1000 --relay-pid PID --phone-queue-bytes 262144
 //	go run ./cmd/relay-load --mode chat                               # 100 phones, a frame every 5–90 s, for 3 minutes
+//	go run ./cmd/relay-load --binary-url ws://127.0.0.1:8080 --phone-url ws://127.0.0.1:8081 --relay-pid A,B,NATS  # across two nodes of a cluster
 package main
 
 import (
@@ -21,6 +22,8 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/pyrycode/pyrycode-relay/internal/loadgen"
@@ -70,6 +73,12 @@ reported and make the exit status 1.
 With --relay-pid (relay on this machine) the relay's CPU and memory are read
 from /proc. The target must be a loopback address unless --allow-remote.
 
+Cluster mode: --binary-url and --phone-url (each defaulting to --url) put
+the binaries on one node and the phones on another, in every mode, so every
+frame crosses NATS. --relay-pid takes several pids (comma-separated or
+repeated: every node and the NATS server) and reports their CPU and memory
+summed, and each one's.
+
 Flags:
 `
 
@@ -85,6 +94,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool)
 	var sourceIPs string
 	var asJSON, quiet bool
 	fs.StringVar(&c.URL, "url", "ws://127.0.0.1:8080", "relay base URL (ws:// or wss://); /v1/server and /v1/client are appended")
+	fs.StringVar(&c.BinaryURL, "binary-url", "", "base URL the binaries connect to (default --url): one node of a cluster")
+	fs.StringVar(&c.PhoneURL, "phone-url", "", "base URL the phones connect to (default --url): another node of the cluster")
 	fs.StringVar(&c.Mode, "mode", loadgen.ModeRT, "rt, idle, fanout, churn, stall or chat")
 	fs.IntVar(&c.Binaries, "binaries", 0, "binary connections (default per mode: rt 4, idle conns/2, fanout 1, churn 32, stall 1, chat one per phone)")
 	fs.IntVar(&c.Phones, "phones", 0, "phone connections, spread round-robin over the binaries (default per mode: rt 64, idle conns/2, fanout 16, stall 1000, chat 100)")
@@ -104,7 +115,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool)
 	fs.IntVar(&c.StallRecvBuf, "stall-rcvbuf", 0, "stall: the stalled phones' SO_RCVBUF in bytes (default 4096)")
 	fs.StringVar(&sourceIPs, "source-ips", "", "local addresses to bind, round-robin, e.g. 127.0.0.2-127.0.0.50,127.0.1.1")
 	fs.StringVar(&c.ServerIDPrefix, "server-id-prefix", "", "server-ids are PREFIX-N (default load-<random>)")
-	fs.IntVar(&c.RelayPID, "relay-pid", 0, "pid of the relay on this machine: report its CPU and memory")
+	fs.Var((*pidList)(&c.RelayPIDs), "relay-pid", "pid of the relay on this machine: report its CPU and memory; several (comma-separated or repeated: every cluster node and NATS) are summed")
 	fs.StringVar(&c.CACert, "ca-cert", "", "wss: PEM certificate to trust (e.g. the relay's self-signed --tls-cert)")
 	fs.BoolVar(&c.InsecureSkipVerify, "insecure-skip-verify", false, "wss: do not verify the relay's certificate")
 	fs.DurationVar(&c.ConnectTimeout, "connect-timeout", 0, "limit for one connect, TLS and upgrade (default 10s)")
@@ -138,7 +149,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool)
 		fmt.Fprintf(stderr, "relay-load: want 0 < --pause-min <= --pause-max, got %v and %v\n", c.PauseMin, c.PauseMax)
 		return 2
 	}
-	if sourceIPs == "" && loopbackV4(c.URL) {
+	if sourceIPs == "" && loopbackV4(c.URL) && (c.BinaryURL == "" || loopbackV4(c.BinaryURL)) && (c.PhoneURL == "" || loopbackV4(c.PhoneURL)) {
 		// A relay's per-IP limits (20 upgrades in a burst by default) would
 		// refuse most of a run from one address; on Linux all of 127/8
 		// reaches the loopback relay, so spread over about a thousand.
@@ -188,4 +199,29 @@ func loopbackV4(rawURL string) bool {
 	}
 	ip := net.ParseIP(u.Hostname())
 	return ip != nil && ip.To4() != nil && ip.IsLoopback()
+}
+
+// pidList is --relay-pid: pids, comma-separated or in repeated flags.
+type pidList []int
+
+func (l *pidList) String() string {
+	if l == nil {
+		return ""
+	}
+	s := make([]string, len(*l))
+	for i, p := range *l {
+		s[i] = strconv.Itoa(p)
+	}
+	return strings.Join(s, ",")
+}
+
+func (l *pidList) Set(v string) error {
+	for f := range strings.SplitSeq(v, ",") {
+		p, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || p <= 0 {
+			return fmt.Errorf("bad pid %q", f)
+		}
+		*l = append(*l, p)
+	}
+	return nil
 }

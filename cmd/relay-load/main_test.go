@@ -6,11 +6,14 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"os"
+	"strconv"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/pyrycode/pyrycode-relay/internal/clustertest"
 	"github.com/pyrycode/pyrycode-relay/internal/loadgen"
 	"github.com/pyrycode/pyrycode-relay/internal/relay"
 )
@@ -73,9 +76,37 @@ func TestChatFlags(t *testing.T) {
 	}
 }
 
+// --binary-url and --phone-url put the two ends on two nodes of a cluster;
+// --relay-pid takes several pids.
+func TestClusterFlags(t *testing.T) {
+	nats := clustertest.StartNATS(t)
+	a := clustertest.StartNode(t, nats, "relayload", relay.Config{})
+	b := clustertest.StartNode(t, nats, "relayload", relay.Config{})
+	pid := strconv.Itoa(os.Getpid())
+	var out, errb bytes.Buffer
+	code := run(context.Background(), []string{"--binary-url", a.URL, "--phone-url", b.URL, "--json", "--quiet",
+		"--binaries", "2", "--phones", "4", "--warmup", "50ms", "--duration", "300ms",
+		"--relay-pid", pid + "," + pid, "--relay-pid", pid}, &out, &errb, false)
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout: %s\nstderr: %s", code, out.String(), errb.String())
+	}
+	var res loadgen.Result
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatalf("JSON: %v\n%s", err, out.String())
+	}
+	if !res.OK || res.BinaryURL != a.URL || res.PhoneURL != b.URL || res.Frames.Lost != 0 || res.Frames.Received == 0 ||
+		res.Relay == nil || len(res.Relay.Procs) != 3 || res.Params.SourceIPs == 0 {
+		t.Errorf("result: %s", out.String())
+	}
+	if toBin, _ := a.CrossNode(); toBin < 4 {
+		t.Errorf("%d frames reached node A's binaries across NATS, want at least 4", toBin)
+	}
+}
+
 func TestUsage(t *testing.T) {
 	for _, args := range [][]string{{"--nope"}, {"extra"}, {"--source-ips", "127.0.0.5-127.0.0.1"},
-		{"--mode", "chat", "--pause-min", "2s", "--pause-max", "1s"}, {"--mode", "chat", "--pause-max", "-1s"}} {
+		{"--mode", "chat", "--pause-min", "2s", "--pause-max", "1s"}, {"--mode", "chat", "--pause-max", "-1s"},
+		{"--relay-pid", "12,x"}, {"--relay-pid", "0"}} {
 		var out, errb bytes.Buffer
 		if code := run(context.Background(), args, &out, &errb, false); code != 2 {
 			t.Errorf("%v: exit %d, want 2", args, code)

@@ -36,6 +36,12 @@ type Config struct {
 	Mode string
 	URL  string // ws:// or wss:// base URL of the relay
 
+	// BinaryURL and PhoneURL, when set, are where binaries and phones
+	// connect instead of URL: two nodes of a relay cluster, so that every
+	// phone reaches its binary across nodes.
+	BinaryURL string
+	PhoneURL  string
+
 	Binaries int           // binary connections
 	Phones   int           // phone connections, spread round-robin over binaries
 	Window   int           // frames in flight per phone (rt, fanout)
@@ -60,7 +66,7 @@ type Config struct {
 
 	SourceIPs      []net.IP // local addresses to bind, round-robin
 	ServerIDPrefix string   // server-ids are <prefix>-<n>; default random
-	RelayPID       int      // relay process on this machine, for CPU and memory
+	RelayPIDs      []int    // relay processes on this machine (every node, and NATS), for CPU and memory summed
 
 	CACert             string // wss: PEM file of a CA (or self-signed certificate) to trust
 	InsecureSkipVerify bool   // wss: do not verify the relay's certificate
@@ -81,6 +87,12 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.URL == "" {
 		c.URL = "ws://127.0.0.1:8080"
+	}
+	if c.BinaryURL == "" {
+		c.BinaryURL = c.URL
+	}
+	if c.PhoneURL == "" {
+		c.PhoneURL = c.URL
 	}
 	set := func(p *int, v int) {
 		if *p == 0 {
@@ -164,10 +176,11 @@ type target struct {
 	display string
 }
 
-func (c *Config) target() (*target, error) {
-	u, err := url.Parse(c.URL)
+// target parses raw, the URL given as flag (for messages).
+func (c *Config) target(flag, raw string) (*target, error) {
+	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, fmt.Errorf("--url: %w", err)
+		return nil, fmt.Errorf("%s: %w", flag, err)
 	}
 	t := &target{host: u.Host, prefix: strings.TrimSuffix(u.Path, "/"), display: u.Redacted()}
 	port := u.Port()
@@ -193,7 +206,7 @@ func (c *Config) target() (*target, error) {
 			t.tls.RootCAs = pool
 		}
 	default:
-		return nil, fmt.Errorf("--url: scheme must be ws or wss, got %q", u.Scheme)
+		return nil, fmt.Errorf("%s: scheme must be ws or wss, got %q", flag, u.Scheme)
 	}
 	for _, p := range []string{"/v1/server", "/v1/client"} {
 		t.prefix = strings.TrimSuffix(t.prefix, p)
@@ -202,11 +215,11 @@ func (c *Config) target() (*target, error) {
 	if !c.AllowRemote {
 		ips, err := net.LookupIP(u.Hostname())
 		if err != nil {
-			return nil, fmt.Errorf("--url: %w", err)
+			return nil, fmt.Errorf("%s: %w", flag, err)
 		}
 		for _, ip := range ips {
 			if !ip.IsLoopback() {
-				return nil, fmt.Errorf("--url: %s is not a loopback address; pass --allow-remote to load a relay on another machine", u.Hostname())
+				return nil, fmt.Errorf("%s: %s is not a loopback address; pass --allow-remote to load a relay on another machine", flag, u.Hostname())
 			}
 		}
 	}

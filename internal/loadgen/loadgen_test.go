@@ -40,7 +40,7 @@ func startRelayServer(t *testing.T, cfg relay.Config) (string, *relay.Server) {
 
 func run(t *testing.T, cfg Config) *Result {
 	t.Helper()
-	cfg.RelayPID = os.Getpid() // the relay runs in this process
+	cfg.RelayPIDs = []int{os.Getpid()} // the relay runs in this process
 	res, err := Run(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("run: %v", err)

@@ -219,7 +219,7 @@ func (r *runner) runIdle() (*Result, error) {
 	r.progress = func() string {
 		s := fmt.Sprintf("connections %d/%d  errors %d", r.open.Load(), total, r.errCount())
 		if rs, ok := r.relaySample(); ok {
-			s += fmt.Sprintf("  relay rss %.1f MiB", mib(rs.RSS))
+			s += fmt.Sprintf("  relay rss %.1f MiB", mib(rs.total().RSS))
 		}
 		return s
 	}
@@ -237,10 +237,11 @@ func (r *runner) runIdle() (*Result, error) {
 	conns := len(r.binaries) + len(r.phones)
 	hold := r.openWindow()
 	sleepCtx(r.ctx, cfg.Hold)
-	held, heldOK := r.relaySample()
+	helds, heldOK := r.relaySample()
+	held := helds.total()
 	holdCPU := 0.0
 	if heldOK && hold.relayOK {
-		holdCPU = (held.CPU - hold.relay0.CPU).Seconds()
+		holdCPU = (held.CPU - hold.relay0.total().CPU).Seconds()
 	}
 
 	// Latency probe on the first phones, one frame in flight each.
@@ -270,6 +271,9 @@ func (r *runner) runIdle() (*Result, error) {
 		rs.RSSPeak = max(rs.RSSPeak, held.RSS)
 		rs.RSSPerConn = float64(held.RSS-rs.RSSBefore) / float64(conns)
 		rs.HoldCPUSeconds = holdCPU
+		for i := range rs.Procs {
+			rs.Procs[i].RSSAfter = helds[i].RSS
+		}
 	}
 	return r.finish(res), nil
 }
@@ -448,10 +452,11 @@ func (r *runner) runStall() (*Result, error) {
 	if len(r.phones) == 0 {
 		return r.setupFailed()
 	}
-	base, baseOK := r.relaySample()
+	bases, baseOK := r.relaySample()
+	base := bases.total()
 	if r.watch != nil { // sample the peak finely while the flood runs
 		r.watch.Stop()
-		r.watch = watchProc(cfg.RelayPID, 10*time.Millisecond)
+		r.watch = watchProcs(cfg.RelayPIDs, 10*time.Millisecond)
 	}
 	sent := func() uint64 {
 		var n uint64
@@ -494,7 +499,9 @@ func (r *runner) runStall() (*Result, error) {
 	stop()
 	after := base
 	if sleepCtx(r.ctx, time.Second) {
-		after, _ = r.relaySample()
+		if a, ok := r.relaySample(); ok {
+			after = a.total()
+		}
 	}
 	r.closeAll()
 	writers.Wait()

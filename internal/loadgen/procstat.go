@@ -69,23 +69,55 @@ func statusKB(status []byte, key string) int64 {
 	return v << 10
 }
 
-// procWatch samples a process in the background to find its peak RSS.
+// procsSample is one reading of each of several processes, in the order
+// of their pids.
+type procsSample []procSample
+
+// readProcs reads every pid; any unreadable one is an error.
+func readProcs(pids []int) (procsSample, error) {
+	out := make(procsSample, 0, len(pids))
+	for _, pid := range pids {
+		s, err := readProc(pid)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// total sums the processes' CPU and memory.
+func (ps procsSample) total() procSample {
+	var t procSample
+	for i, s := range ps {
+		if i == 0 {
+			t.At = s.At
+		}
+		t.CPU += s.CPU
+		t.RSS += s.RSS
+		t.HWM += s.HWM
+	}
+	return t
+}
+
+// procWatch samples processes in the background to find the peak of their
+// summed RSS.
 type procWatch struct {
-	pid  int
+	pids []int
 	stop chan struct{}
 	done chan struct{}
 	peak int64
 }
 
-func watchProc(pid int, every time.Duration) *procWatch {
-	w := &procWatch{pid: pid, stop: make(chan struct{}), done: make(chan struct{})}
+func watchProcs(pids []int, every time.Duration) *procWatch {
+	w := &procWatch{pids: pids, stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(w.done)
 		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
-			if s, err := readProc(pid); err == nil {
-				w.peak = max(w.peak, s.RSS)
+			if s, err := readProcs(pids); err == nil {
+				w.peak = max(w.peak, s.total().RSS)
 			}
 			select {
 			case <-w.stop:

@@ -4,16 +4,21 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
 
 // Result is what one run measured. It is also the --json output.
 type Result struct {
-	Mode    string    `json:"mode"`
-	URL     string    `json:"url"`
-	Started time.Time `json:"started"`
-	Params  Params    `json:"params"`
+	Mode string `json:"mode"`
+	URL  string `json:"url,omitempty"`
+	// BinaryURL and PhoneURL are set instead of URL when binaries and
+	// phones connected to different relays (nodes of one cluster).
+	BinaryURL string    `json:"binary_url,omitempty"`
+	PhoneURL  string    `json:"phone_url,omitempty"`
+	Started   time.Time `json:"started"`
+	Params    Params    `json:"params"`
 
 	Connections ConnStats `json:"connections"`
 
@@ -87,19 +92,30 @@ type Frames struct {
 	Corrupt    uint64 `json:"corrupt"`
 }
 
-// RelayStats is what /proc said about the relay process (--relay-pid).
+// RelayStats is what /proc said about the relay process (--relay-pid);
+// with several (the nodes of a cluster and its NATS server), their sums.
 type RelayStats struct {
-	PID            int     `json:"pid"`
-	CPUSeconds     float64 `json:"cpu_s"`             // user+system during the measured window
-	CPUPerOpUs     float64 `json:"cpu_us_per_op"`     // CPUSeconds / Ops
-	CPUSecPer100k  float64 `json:"cpu_s_per_100k_op"` // CPUSeconds per 100,000 ops
-	RSSBefore      int64   `json:"rss_before_bytes"`  // before the tool connected
-	RSSAfter       int64   `json:"rss_after_bytes"`   // with every connection open (idle: after the hold)
-	RSSPeak        int64   `json:"rss_peak_bytes"`    // highest sample while running
-	Conns          int     `json:"conns"`             // connections RSSPerConn divides by
-	RSSPerConn     float64 `json:"rss_per_conn_bytes"`
-	CPUUtilisation float64 `json:"cpu_utilisation"`      // CPU seconds per wall second in the window
-	HoldCPUSeconds float64 `json:"hold_cpu_s,omitempty"` // idle: CPU while the connections were held
+	PID            int         `json:"pid"`               // the first
+	Procs          []ProcStats `json:"procs,omitempty"`   // each, when there are several
+	CPUSeconds     float64     `json:"cpu_s"`             // user+system during the measured window
+	CPUPerOpUs     float64     `json:"cpu_us_per_op"`     // CPUSeconds / Ops
+	CPUSecPer100k  float64     `json:"cpu_s_per_100k_op"` // CPUSeconds per 100,000 ops
+	RSSBefore      int64       `json:"rss_before_bytes"`  // before the tool connected
+	RSSAfter       int64       `json:"rss_after_bytes"`   // with every connection open (idle: after the hold)
+	RSSPeak        int64       `json:"rss_peak_bytes"`    // highest sample while running
+	Conns          int         `json:"conns"`             // connections RSSPerConn divides by
+	RSSPerConn     float64     `json:"rss_per_conn_bytes"`
+	CPUUtilisation float64     `json:"cpu_utilisation"`      // CPU seconds per wall second in the window
+	HoldCPUSeconds float64     `json:"hold_cpu_s,omitempty"` // idle: CPU while the connections were held
+}
+
+// ProcStats is one of several relay processes: the memory of this one
+// alone (idle: after the hold) and its CPU in the measured window.
+type ProcStats struct {
+	PID        int     `json:"pid"`
+	CPUSeconds float64 `json:"cpu_s"`
+	RSSBefore  int64   `json:"rss_before_bytes"`
+	RSSAfter   int64   `json:"rss_after_bytes"`
 }
 
 // ToolStats is the load tool's own cost, to show it was not the bottleneck.
@@ -135,7 +151,11 @@ func mib(b int64) float64 { return float64(b) / (1 << 20) }
 // WriteText writes a human-readable report.
 func (r *Result) WriteText(w io.Writer) {
 	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
-	p("relay-load %s against %s\n", r.Mode, r.URL)
+	if r.URL != "" {
+		p("relay-load %s against %s\n", r.Mode, r.URL)
+	} else {
+		p("relay-load %s: binaries on %s, phones on %s\n", r.Mode, r.BinaryURL, r.PhoneURL)
+	}
 	p("  connections  %d binaries, %d phones (%d failed dials", r.Connections.Binaries, r.Connections.Phones, r.Connections.Failed)
 	if r.Connections.Retries > 0 {
 		p(", %d retried", r.Connections.Retries)
@@ -161,7 +181,15 @@ func (r *Result) WriteText(w io.Writer) {
 			f.Sent, f.Received, f.Lost, f.Duplicated, f.Reordered, f.Corrupt)
 	}
 	if rs := r.Relay; rs != nil {
-		p("  relay pid %d: cpu %.2fs (%.0f%% of one core)", rs.PID, rs.CPUSeconds, 100*rs.CPUUtilisation)
+		if len(rs.Procs) > 1 {
+			pids := make([]string, len(rs.Procs))
+			for i, ps := range rs.Procs {
+				pids[i] = strconv.Itoa(ps.PID)
+			}
+			p("  relay pids %s together: cpu %.2fs (%.0f%% of one core)", strings.Join(pids, "+"), rs.CPUSeconds, 100*rs.CPUUtilisation)
+		} else {
+			p("  relay pid %d: cpu %.2fs (%.0f%% of one core)", rs.PID, rs.CPUSeconds, 100*rs.CPUUtilisation)
+		}
 		if r.Ops > 0 {
 			p(", %.1f µs per %s, %.2f s per 100k", rs.CPUPerOpUs, strings.ReplaceAll(r.OpUnit, "_", " "), rs.CPUSecPer100k)
 		}
@@ -171,6 +199,9 @@ func (r *Result) WriteText(w io.Writer) {
 			p(", %.2f KiB per connection (%d)", rs.RSSPerConn/1024, rs.Conns)
 		}
 		p("\n")
+		for _, ps := range rs.Procs {
+			p("               pid %d: cpu %.2fs, rss %.1f MiB before, %.1f MiB after\n", ps.PID, ps.CPUSeconds, mib(ps.RSSBefore), mib(ps.RSSAfter))
+		}
 	}
 	if c := r.Chat; c != nil {
 		p("  pauses       %.3g–%.3g s before each frame, longest %.3g s; %d frames sent after a ping; %d phones sent nothing\n",

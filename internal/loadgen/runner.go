@@ -30,7 +30,8 @@ const (
 // runner is the state of one run shared by all modes.
 type runner struct {
 	cfg   Config
-	t     *target
+	bt    *target // where binaries connect
+	pt    *target // where phones connect
 	ctx   context.Context
 	epoch time.Time
 	phase atomic.Int32
@@ -54,7 +55,7 @@ type runner struct {
 	phones   []*phone // connected phones
 	slots    []*phone // fan-out and stall: every phone by index, made before any dial
 
-	relayBefore procSample
+	relayBefore procsSample
 	watch       *procWatch
 }
 
@@ -94,7 +95,11 @@ type phone struct {
 }
 
 func newRunner(ctx context.Context, cfg Config) (*runner, error) {
-	t, err := cfg.target()
+	bt, err := cfg.target(urlFlag(cfg.BinaryURL, cfg.URL, "--binary-url"), cfg.BinaryURL)
+	if err != nil {
+		return nil, err
+	}
+	pt, err := cfg.target(urlFlag(cfg.PhoneURL, cfg.URL, "--phone-url"), cfg.PhoneURL)
 	if err != nil {
 		return nil, err
 	}
@@ -105,7 +110,7 @@ func newRunner(ctx context.Context, cfg Config) (*runner, error) {
 		ids = "load-" + hex.EncodeToString(b[:])
 	}
 	return &runner{
-		cfg: cfg, t: t, ctx: ctx, epoch: time.Now(), ids: ids,
+		cfg: cfg, bt: bt, pt: pt, ctx: ctx, epoch: time.Now(), ids: ids,
 		errs: map[string]int64{}, samples: map[string]string{}, notices: map[string]int64{},
 		connHist: new(hist),
 	}, nil
@@ -116,10 +121,18 @@ func (r *runner) now() int64 { return int64(time.Since(r.epoch)) }
 
 func (r *runner) serverID(i int) string { return r.ids + "-" + strconv.Itoa(i) }
 
-func (r *runner) dialOpts(path string, header [][2]string) *DialOptions {
+// urlFlag names the flag a URL came from, for error messages.
+func urlFlag(u, base, flag string) string {
+	if u == base {
+		return "--url"
+	}
+	return flag
+}
+
+func (r *runner) dialOpts(t *target, path string, header [][2]string) *DialOptions {
 	o := &DialOptions{
-		Addr: r.t.addr, Host: r.t.host, Path: r.t.prefix + path, Header: header,
-		TLS: r.t.tls, Timeout: r.cfg.ConnectTimeout,
+		Addr: t.addr, Host: t.host, Path: t.prefix + path, Header: header,
+		TLS: t.tls, Timeout: r.cfg.ConnectTimeout,
 	}
 	if n := len(r.cfg.SourceIPs); n > 0 {
 		o.LocalIP = r.cfg.SourceIPs[(r.connSeq.Add(1)-1)%uint64(n)]
@@ -130,7 +143,7 @@ func (r *runner) dialOpts(path string, header [][2]string) *DialOptions {
 // dialBinary opens binary i's connection.
 func (r *runner) dialBinary(i int) (*binaryConn, error) {
 	id := r.serverID(i)
-	o := r.dialOpts("/v1/server", [][2]string{
+	o := r.dialOpts(r.bt, "/v1/server", [][2]string{
 		{"X-Pyrycode-Server", id}, {"X-Pyrycode-Version", "0.11.0"}, {"User-Agent", "pyry/0.11.0 relay-load"},
 	})
 	o.ReadBuf = r.readBuf()
@@ -167,7 +180,7 @@ func (r *runner) dialPhone(p *phone, retry bool, recvBuf int) error {
 				break
 			}
 		}
-		o := r.dialOpts("/v1/client", [][2]string{
+		o := r.dialOpts(r.pt, "/v1/client", [][2]string{
 			{"X-Pyrycode-Server", id}, {"X-Pyrycode-Token", "relay-load-token"},
 			{"User-Agent", "pyrycode-mobile/1.0.0 relay-load"}, {"X-Pyrycode-Device-Name", "relay-load " + strconv.Itoa(p.idx)},
 		})
@@ -451,15 +464,15 @@ func (r *runner) errCount() int64 {
 	return n
 }
 
-// relaySample reads the relay process, if one was named.
-func (r *runner) relaySample() (procSample, bool) {
-	if r.cfg.RelayPID <= 0 {
-		return procSample{}, false
+// relaySample reads the relay processes, if any were named.
+func (r *runner) relaySample() (procsSample, bool) {
+	if len(r.cfg.RelayPIDs) == 0 {
+		return nil, false
 	}
-	s, err := readProc(r.cfg.RelayPID)
+	s, err := readProcs(r.cfg.RelayPIDs)
 	if err != nil {
 		r.addErr("relay pid unreadable", err)
-		return s, false
+		return nil, false
 	}
 	return s, true
 }
@@ -468,15 +481,16 @@ func (r *runner) relaySample() (procSample, bool) {
 func (r *runner) beginRelay() {
 	if s, ok := r.relaySample(); ok {
 		r.relayBefore = s
-		r.watch = watchProc(r.cfg.RelayPID, 100*time.Millisecond)
+		r.watch = watchProcs(r.cfg.RelayPIDs, 100*time.Millisecond)
 	}
 }
 
 // window measures the relay and the tool over a stretch of time.
 type window struct {
-	relay0, self0 procSample
-	relayOK       bool
-	start         time.Time
+	relay0  procsSample
+	self0   procSample
+	relayOK bool
+	start   time.Time
 }
 
 func (r *runner) openWindow() *window {
@@ -492,14 +506,18 @@ func (r *runner) result(w *window, unit string, ops uint64, conns int) *Result {
 	end := time.Now()
 	secs := end.Sub(w.start).Seconds()
 	res := &Result{
-		Mode: r.cfg.Mode, URL: r.t.display, Started: r.epoch,
+		Mode: r.cfg.Mode, URL: r.pt.display, Started: r.epoch,
 		Params: Params{
 			Binaries: r.cfg.Binaries, Phones: r.cfg.Phones, Window: r.cfg.Window, Size: r.cfg.Size,
 			Duration: r.cfg.Duration.Seconds(), Concurrency: r.cfg.Concurrency,
-			SourceIPs: len(r.cfg.SourceIPs), TLS: r.t.tls != nil,
+			SourceIPs: len(r.cfg.SourceIPs), TLS: r.bt.tls != nil || r.pt.tls != nil,
 		},
 		OpUnit: unit, Ops: ops, Seconds: secs,
 		Tool: ToolStats{CPUs: runtime.NumCPU(), GoVersion: runtime.Version()},
+	}
+	if r.bt.display != r.pt.display {
+		res.URL = ""
+		res.BinaryURL, res.PhoneURL = r.bt.display, r.pt.display
 	}
 	if secs > 0 {
 		res.OpsPerSec = float64(ops) / secs
@@ -507,10 +525,20 @@ func (r *runner) result(w *window, unit string, ops uint64, conns int) *Result {
 	if self, err := readProc(os.Getpid()); err == nil {
 		res.Tool.CPUSeconds = (self.CPU - w.self0.CPU).Seconds()
 	}
-	if rel, ok := r.relaySample(); ok && w.relayOK {
+	if rels, ok := r.relaySample(); ok && w.relayOK {
+		rel, rel0, before := rels.total(), w.relay0.total(), r.relayBefore.total()
 		rs := &RelayStats{
-			PID: r.cfg.RelayPID, CPUSeconds: (rel.CPU - w.relay0.CPU).Seconds(),
-			RSSBefore: r.relayBefore.RSS, RSSAfter: rel.RSS, Conns: conns,
+			PID: r.cfg.RelayPIDs[0], CPUSeconds: (rel.CPU - rel0.CPU).Seconds(),
+			RSSBefore: before.RSS, RSSAfter: rel.RSS, Conns: conns,
+		}
+		if len(rels) > 1 {
+			for i, pid := range r.cfg.RelayPIDs {
+				ps := ProcStats{PID: pid, CPUSeconds: (rels[i].CPU - w.relay0[i].CPU).Seconds(), RSSAfter: rels[i].RSS}
+				if i < len(r.relayBefore) {
+					ps.RSSBefore = r.relayBefore[i].RSS
+				}
+				rs.Procs = append(rs.Procs, ps)
+			}
 		}
 		if r.watch != nil {
 			rs.RSSPeak = max(r.watch.Stop(), rel.RSS)
@@ -524,7 +552,7 @@ func (r *runner) result(w *window, unit string, ops uint64, conns int) *Result {
 			rs.CPUSecPer100k = rs.CPUSeconds / float64(ops) * 1e5
 		}
 		if conns > 0 {
-			rs.RSSPerConn = float64(rel.RSS-r.relayBefore.RSS) / float64(conns)
+			rs.RSSPerConn = float64(rel.RSS-before.RSS) / float64(conns)
 		}
 		res.Relay = rs
 	}
