@@ -58,6 +58,16 @@ func TestCrossNode(t *testing.T) {
 			t.Errorf("connections %+v", res.Connections)
 		}
 	})
+	t.Run("chat", func(t *testing.T) {
+		cfg := both
+		cfg.Mode, cfg.Binaries, cfg.Phones, cfg.Size = ModeChat, 3, 3, 200
+		cfg.PauseMin, cfg.PauseMax, cfg.Duration = 100*time.Millisecond, 200*time.Millisecond, 1500*time.Millisecond
+		res := run(t, cfg)
+		checkStreams(t, res)
+		if res.Connections.Dropped != 0 || res.Chat == nil || res.Chat.SilentPhones != 0 {
+			t.Errorf("connections %+v, chat %+v", res.Connections, res.Chat)
+		}
+	})
 	t.Run("churn", func(t *testing.T) {
 		cfg := both
 		cfg.Mode, cfg.Rate, cfg.Concurrency = ModeChurn, 100, 4
