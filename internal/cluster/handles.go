@@ -347,7 +347,7 @@ func (n *Node) onMsg(m *nats.Msg) {
 	case kPhoneFrame:
 		seq, c := d.u64(), d.str()
 		if d.err == nil {
-			n.onPhoneFrame(seq, c, d.rest())
+			n.onPhoneFrame(seq, c, d.rest(), lastPending(m))
 		}
 	case kPhoneGone:
 		seq, c := d.u64(), d.str()
@@ -357,7 +357,7 @@ func (n *Node) onMsg(m *nats.Msg) {
 	case kBinFrame:
 		seq, c := d.u64(), d.str()
 		if d.err == nil {
-			n.onBinFrame(seq, c, d.rest())
+			n.onBinFrame(seq, c, d.rest(), lastPending(m))
 		}
 	case kDirective:
 		seq, c, code := d.u64(), d.str(), d.u16()
@@ -422,6 +422,18 @@ func (n *Node) onMsg(m *nats.Msg) {
 	}
 }
 
+// lastPending reports whether no other message waits behind m on its
+// subscription. Only then is a frame written at once, on this goroutine;
+// frames arriving together are queued and go out together, in one system
+// call per connection, as on one node (the peer's "last" rule).
+func lastPending(m *nats.Msg) bool {
+	if m.Sub == nil {
+		return true
+	}
+	n, _, err := m.Sub.Pending()
+	return err != nil || n == 0
+}
+
 func (n *Node) entry(connID string) *phoneEntry {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -443,7 +455,7 @@ func copyFrame(b []byte) (*bufpool.Buf, []byte) {
 }
 
 // onPhoneFrame delivers a remote phone's envelope to the binary here.
-func (n *Node) onPhoneFrame(seq uint64, connID string, env []byte) {
+func (n *Node) onPhoneFrame(seq uint64, connID string, env []byte, last bool) {
 	n.stats.MsgsIn[0].Add(1)
 	n.stats.BytesIn[0].Add(int64(len(env)))
 	rp := n.remotePhone(connID)
@@ -478,7 +490,7 @@ func (n *Node) onPhoneFrame(seq uint64, connID string, env []byte) {
 		return
 	}
 	buf, data := copyFrame(env)
-	switch err := holder.Deliver(buf, data, closedCh, true); {
+	switch err := holder.Deliver(buf, data, closedCh, last); {
 	case err == nil:
 	case err == peer.ErrClosed:
 		buf.Release()
@@ -532,7 +544,7 @@ func (n *Node) phoneLeft(rp *remotePhone, notice []byte) {
 }
 
 // onBinFrame delivers a binary's frame to the phone here.
-func (n *Node) onBinFrame(seq uint64, connID string, frame []byte) {
+func (n *Node) onBinFrame(seq uint64, connID string, frame []byte, last bool) {
 	n.stats.MsgsIn[1].Add(1)
 	n.stats.BytesIn[1].Add(int64(len(frame)))
 	pe := n.entry(connID)
@@ -541,7 +553,7 @@ func (n *Node) onBinFrame(seq uint64, connID string, frame []byte) {
 		return
 	}
 	buf, data := copyFrame(frame)
-	pe.p.Deliver(buf, data, true)
+	pe.p.Deliver(buf, data, last)
 }
 
 // onDirective passes a binary's close directive to the phone here.
