@@ -425,13 +425,13 @@ func TestNATSClusterLosesAServer(t *testing.T) {
 	cfg := testConfig()
 	mk := func() *testNode {
 		return startNodeCfg(t, Config{URLs: urls, Name: "t11", Grace: cfg.Grace, Replicas: 3, Heartbeat: 200 * time.Millisecond,
-			DeadAfter: 1500 * time.Millisecond, RequestTimeout: 2 * time.Second, ConnectTimeout: 20 * time.Second, Log: testLog}, cfg, testLog)
+			DeadAfter: 1500 * time.Millisecond, RequestTimeout: 3 * time.Second, ConnectTimeout: 30 * time.Second, Log: verboseLog(t)}, cfg, verboseLog(t))
 	}
 	a, b := mk(), mk()
-	bin := dialBinary(t, a, "sturdy")
-	eventually(t, "binary registered", func() bool { l, _ := a.node.Counts(); return l == 1 })
-	old := phone(t, b, "sturdy")
-	oldID := pair(t, old, bin, `{"before":1}`)
+	// JetStream may still be placing the bucket's replicas: a claim meanwhile
+	// is refused with 1013 (never 4409) and retried, as the daemon would.
+	bin := claimEventually(t, a, "sturdy")
+	old, oldID := pairEventually(t, b, "sturdy", bin, `{"before":1}`)
 
 	connected := a.node.nc.ConnectedServerName()
 	for _, ns := range servers {
@@ -439,24 +439,13 @@ func TestNATSClusterLosesAServer(t *testing.T) {
 			ns.Shutdown()
 		}
 	}
-	eventually(t, "node a moved to another server", func() bool {
+	eventuallyWithin(t, 45*time.Second, "node a moved to another server", func() bool {
 		return a.node.Connected() && a.node.nc.ConnectedServerName() != connected
 	})
 	// Claims and pairs across nodes work on, retried while JetStream
 	// elects new leaders (a refusal then is 1013, never 4409).
-	var bin2 *client
-	eventually(t, "claim after the loss", func() bool {
-		c := dialBinary(t, b, "after-loss")
-		select {
-		case <-c.done:
-			c.closed(t, 1013, "try again later")
-			return false
-		case <-time.After(300 * time.Millisecond):
-			bin2 = c
-			return true
-		}
-	})
-	pair(t, phone(t, a, "after-loss"), bin2, `{"after":1}`)
+	bin2 := claimEventually(t, b, "after-loss")
+	pairEventually(t, a, "after-loss", bin2, `{"after":1}`)
 	// The pair that crossed the lost server's node: node a could not keep
 	// its stream whole, so the binary was told the phone went (1011) and
 	// the phone is closed, never left sending into the void.
@@ -464,7 +453,7 @@ func TestNATSClusterLosesAServer(t *testing.T) {
 		t.Fatalf("binary got %q", got)
 	}
 	old.closed(t, 1011, "relay node unavailable")
-	pair(t, phone(t, b, "sturdy"), bin, `{"after":2}`)
+	pairEventually(t, b, "sturdy", bin, `{"after":2}`)
 }
 
 // Two processes given the same --node-id: each says so in its log.
@@ -477,4 +466,65 @@ func TestNodeIDConflictIsLogged(t *testing.T) {
 	mk(&la)
 	mk(&lb)
 	eventually(t, "conflict logged by both", func() bool { return la.n.Load() > 0 && lb.n.Load() > 0 })
+}
+
+// claimEventually dials a binary for id on tn until its claim holds: a
+// refusal must be 1013 (the cluster could not settle it yet), never 4409.
+func claimEventually(t *testing.T, tn *testNode, id string) *client {
+	t.Helper()
+	var bin *client
+	eventuallyWithin(t, 45*time.Second, "claim of "+id, func() bool {
+		c := dialBinary(t, tn, id)
+		deadline := time.After(3 * tn.node.cfg.RequestTimeout)
+		for {
+			// Held here and written to the bucket (a hold alone may still
+			// be undone).
+			if holder, _ := tn.node.reg.State(id); holder != nil && tn.node.ownedRev(id) != 0 {
+				bin = c
+				return true
+			}
+			select {
+			case <-c.done:
+				c.closed(t, 1013, "try again later")
+				return false
+			case <-deadline:
+				c.c.Close()
+				return false
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	})
+	return bin
+}
+
+// pairEventually connects a phone for id on tn and pairs it with bin,
+// redialling while the cluster answers 1013 (it could not ask the bucket
+// or the owner yet), as the app would.
+func pairEventually(t *testing.T, tn *testNode, id string, bin *client, frame string) (*client, string) {
+	t.Helper()
+	var ph *client
+	var cid string
+	eventuallyWithin(t, 45*time.Second, "phone of "+id, func() bool {
+		c := phone(t, tn, id)
+		_ = c.c.WriteMessage(websocket.TextMessage, []byte(frame)) // fails if already refused
+		select {
+		case m := <-bin.msgs:
+			got := string(m)
+			const pre = `{"conn_id":"`
+			cid = strings.TrimPrefix(got, pre)
+			cid = cid[:strings.IndexByte(cid, '"')]
+			if got != env(cid, frame) {
+				t.Fatalf("binary got %q", got)
+			}
+			ph = c
+			return true
+		case <-c.done:
+			c.closed(t, 1013, "try again later")
+			return false
+		case <-time.After(10 * time.Second):
+			t.Fatalf("phone of %s: neither paired nor refused", id)
+			return false
+		}
+	})
+	return ph, cid
 }

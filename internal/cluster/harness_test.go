@@ -258,10 +258,15 @@ func pair(t testing.TB, ph, bin *client, frame string) string {
 
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	eventuallyWithin(t, 10*time.Second, what, cond)
+}
+
+func eventuallyWithin(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 10s", what)
+			t.Fatalf("%s: not within %s", what, d)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -337,3 +342,11 @@ func (h *errorCounter) Enabled(_ context.Context, l slog.Level) bool { return l 
 func (h *errorCounter) Handle(context.Context, slog.Record) error    { h.n.Add(1); return nil }
 func (h *errorCounter) WithAttrs([]slog.Attr) slog.Handler           { return h }
 func (h *errorCounter) WithGroup(string) slog.Handler                { return h }
+
+// verboseLog logs to the test's output under -v, else nowhere.
+func verboseLog(t testing.TB) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return testLog
+}

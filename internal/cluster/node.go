@@ -546,9 +546,11 @@ func (n *Node) reconcile() {
 	}
 }
 
-// allOwners reads the whole bucket in one pass: key -> owner node.
+// allOwners reads the whole bucket in one pass: key -> owner node. One
+// attempt is bounded (a bucket whose leader is being elected may not answer
+// at all); reconcile retries.
 func (n *Node) allOwners() (map[string]string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), max(5*time.Second, 2*n.cfg.RequestTimeout))
 	defer cancel()
 	w, err := n.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
