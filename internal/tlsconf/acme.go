@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -439,7 +440,7 @@ func retryDelay(base, max time.Duration, failures int) time.Duration {
 // by Close is neither logged nor counted.
 func (a *ACME) attempt(ctx context.Context) {
 	actx, cancel := context.WithTimeout(ctx, attemptTimeout)
-	cert, stage, err := a.obtain(actx)
+	cert, stage, err := a.obtainRecovered(actx)
 	cancel()
 	if err != nil && ctx.Err() != nil {
 		return
@@ -479,6 +480,21 @@ func (a *ACME) attempt(ctx context.Context) {
 		"status", failed.Status, "detail", failed.Detail, "failures", failures, "retry_in", retryIn)
 }
 
+// obtainRecovered is obtain with a panic turned into a failed attempt
+// (stage "internal"), logged at error with its stack. A bug in the
+// certificate code must never take the relay down: the attempt is counted
+// and retried after the usual backoff, with a fresh account state.
+func (a *ACME) obtainRecovered(ctx context.Context) (cert *tls.Certificate, stage string, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			a.log.Error("acme_panic", "domain", a.domain, "err", fmt.Sprint(p), "stack", string(debug.Stack()))
+			a.registered = false
+			cert, stage, err = nil, "internal", fmt.Errorf("%w: %v", errInternal, p)
+		}
+	}()
+	return a.obtain(ctx)
+}
+
 // install puts c in service.
 func (a *ACME) install(c *tls.Certificate) {
 	a.cert.Store(c)
@@ -509,7 +525,10 @@ func (a *ACME) obtain(ctx context.Context) (_ *tls.Certificate, stage string, er
 			return nil, "authorization", err
 		}
 	}
-	if order, err = a.client.WaitOrder(ctx, order.URI); err != nil {
+	// ready is a new variable: order must stay set for the deferred
+	// release, also when WaitOrder fails and returns nil.
+	ready, err := a.client.WaitOrder(ctx, order.URI)
+	if err != nil {
 		return nil, "order", err
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -520,7 +539,7 @@ func (a *ACME) obtain(ctx context.Context) (_ *tls.Certificate, stage string, er
 	if err != nil {
 		return nil, "finalize", err
 	}
-	der, _, err := a.client.CreateOrderCert(ctx, order.FinalizeURL, csr, true)
+	der, _, err := a.client.CreateOrderCert(ctx, ready.FinalizeURL, csr, true)
 	if err != nil {
 		return nil, "finalize", err
 	}
