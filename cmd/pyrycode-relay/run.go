@@ -248,9 +248,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			_ = s.http.Close()
 		}
 	}
-	if certs != nil {
-		certs.Close() // no attempt may start with the challenge listener gone
-	}
+	// No attempt may start with the challenge listener gone, so the
+	// certificate manager stops now, but alongside the drain: however long
+	// abandoning an attempt takes, it must not delay any WebSocket's 1001.
+	certsClosed := make(chan struct{})
+	go func() {
+		defer close(certsClosed)
+		if certs != nil {
+			if tune, ok := ctx.Value(acmeTuningKey{}).(acmeTuning); ok && tune.closing != nil {
+				tune.closing()
+			}
+			certs.Close()
+		}
+	}()
 	if err := srv.Shutdown(dctx); err != nil {
 		log.Warn("relay_drain_incomplete", "err", err)
 	}
@@ -270,6 +280,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}
 	wg.Wait()
+	<-certsClosed
 	log.Info("relay_stopped")
 	return status
 }
@@ -293,6 +304,7 @@ type acmeTuningKey struct{}
 type acmeTuning struct {
 	retryBase   time.Duration // first wait after a failure (default one minute)
 	renewBefore time.Duration // renewal window (default a third of the lifetime)
+	closing     func()        // called at shutdown just before the manager is closed
 }
 
 // buildServers returns the HTTP servers for the configured mode and, in

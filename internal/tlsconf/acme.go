@@ -41,6 +41,9 @@ const (
 	// attemptTimeout bounds one whole attempt: account, order, validation,
 	// finalization. Let's Encrypt normally needs a few seconds.
 	attemptTimeout = 3 * time.Minute
+	// releaseTimeout bounds the release of a failed attempt's pending
+	// authorizations.
+	releaseTimeout = 10 * time.Second
 	// handshakeWait bounds how long a handshake waits for the first
 	// certificate while an attempt is under way.
 	handshakeWait = 90 * time.Second
@@ -517,7 +520,7 @@ func (a *ACME) obtain(ctx context.Context) (_ *tls.Certificate, stage string, er
 	}
 	defer func() {
 		if err != nil {
-			a.releasePending(ctx, order.AuthzURLs)
+			a.releasePending(order.AuthzURLs)
 		}
 	}()
 	for _, u := range order.AuthzURLs {
@@ -654,9 +657,15 @@ func (a *ACME) authorize(ctx context.Context, url string) error {
 
 // releasePending deactivates the order's authorizations that are still
 // pending, so a failed attempt does not hold the CA's pending-authorization
-// quota. Errors are ignored: this is housekeeping.
-func (a *ACME) releasePending(ctx context.Context, urls []string) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+// quota. Errors are ignored: this is housekeeping. It is skipped once the
+// manager is closing (the CA lets pending authorizations expire on their
+// own), and Close cuts one under way short: shutdown never waits on the CA.
+// An attempt that ran out of time is still released, within releaseTimeout.
+func (a *ACME) releasePending(urls []string) {
+	if a.stopCtx.Err() != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(a.stopCtx, releaseTimeout)
 	defer cancel()
 	for _, u := range urls {
 		if z, err := a.client.GetAuthorization(ctx, u); err == nil && z.Status == acme.StatusPending {
