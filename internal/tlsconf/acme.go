@@ -137,6 +137,8 @@ type ACME struct {
 
 	registered bool // the account is registered; scheduler goroutine only
 
+	now func() time.Time // the clock; time.Now but in tests
+
 	failuresTotal prometheus.Counter
 	notAfter      prometheus.Gauge
 
@@ -205,6 +207,7 @@ func NewACME(cfg ACMEConfig) (*ACME, error) {
 			Name: metricCertNotAfter,
 			Help: "Expiry (Unix time, seconds) of the ACME certificate being served; 0 while there is none.",
 		}),
+		now:     time.Now,
 		stop:    stop,
 		stopCtx: ctx,
 		done:    make(chan struct{}),
@@ -387,7 +390,7 @@ func notFound(w http.ResponseWriter, _ *http.Request) {
 func (a *ACME) schedule(ctx context.Context) {
 	defer close(a.done)
 	for {
-		if wait := a.untilDue(time.Now()); wait > 0 {
+		if wait := a.untilDue(a.now()); wait > 0 {
 			t := time.NewTimer(min(wait, maxIdleWait))
 			select {
 			case <-ctx.Done():
@@ -448,7 +451,17 @@ func (a *ACME) attempt(ctx context.Context) {
 	if err != nil && ctx.Err() != nil {
 		return
 	}
-	now := time.Now()
+	now := a.now()
+	if err == nil && !a.renewAt(cert.Leaf).After(now) {
+		// Served, but already due for renewal by the local clock (skewed,
+		// or a renewal window longer than the lifetime): another order at
+		// once would issue a duplicate, so this counts as a failure and the
+		// next order waits for the backoff.
+		a.install(cert)
+		a.log.Info("acme_issued", "domain", a.domain, "not_after", cert.Leaf.NotAfter,
+			"renew_at", a.renewAt(cert.Leaf).UTC().Format(time.RFC3339))
+		cert, stage, err = nil, "certificate", errAlreadyDue
+	}
 	a.mu.Lock()
 	if err == nil {
 		a.lastErr, a.failures, a.retryAt = nil, 0, time.Time{}
@@ -546,10 +559,14 @@ func (a *ACME) obtain(ctx context.Context) (_ *tls.Certificate, stage string, er
 	if err != nil {
 		return nil, "finalize", err
 	}
-	cert, err := a.checkChain(der, key, time.Now())
+	// Only the key and the name are checked: the CA's clock decides the
+	// validity, and a certificate discarded for a skewed local clock would
+	// be ordered again and again, into the CA's duplicate-certificate limit.
+	cert, err := a.checkChain(der, key)
 	if err != nil {
 		return nil, "certificate", err
 	}
+	a.warnIfNotYetValid(cert.Leaf)
 	if err := a.cache.Put(ctx, a.domain, encodeCached(der, key)); err != nil {
 		// The certificate is good: serve it rather than order another one
 		// (which would spend the CA's duplicate-certificate limit).
@@ -703,17 +720,24 @@ func (a *ACME) loadCached() *tls.Certificate {
 	if err != nil {
 		return nil
 	}
-	c, err := a.checkChain(chain, key, time.Now())
+	c, err := a.checkChain(chain, key)
 	if err != nil {
 		return nil
 	}
+	if !a.now().Before(c.Leaf.NotAfter) {
+		return nil
+	}
+	// A certificate not yet valid by the local clock is served all the
+	// same: the clock is probably wrong, and ordering a new one would not
+	// help.
+	a.warnIfNotYetValid(c.Leaf)
 	return c
 }
 
 // checkChain turns a DER chain and its key into a certificate to serve,
-// after checking that the key matches, the leaf names the domain and now
-// is within its validity.
-func (a *ACME) checkChain(chain [][]byte, key crypto.Signer, now time.Time) (*tls.Certificate, error) {
+// after checking that the key matches and the leaf names the domain. The
+// validity period is the caller's to judge.
+func (a *ACME) checkChain(chain [][]byte, key crypto.Signer) (*tls.Certificate, error) {
 	if len(chain) == 0 {
 		return nil, fmt.Errorf("%w: empty chain", errBadCertificate)
 	}
@@ -728,10 +752,17 @@ func (a *ACME) checkChain(chain [][]byte, key crypto.Signer, now time.Time) (*tl
 	if err := leaf.VerifyHostname(a.domain); err != nil {
 		return nil, fmt.Errorf("%w: %w", errBadCertificate, err)
 	}
-	if now.Before(leaf.NotBefore) || !now.Before(leaf.NotAfter) {
-		return nil, fmt.Errorf("%w: not valid now (%s to %s)", errBadCertificate, leaf.NotBefore, leaf.NotAfter)
-	}
 	return &tls.Certificate{Certificate: chain, PrivateKey: key, Leaf: leaf}, nil
+}
+
+// warnIfNotYetValid logs, at error, a certificate whose validity starts
+// after the local clock's now: clients with a correct clock accept it, but
+// the local clock is probably wrong, and renewals are timed by it.
+func (a *ACME) warnIfNotYetValid(leaf *x509.Certificate) {
+	if now := a.now(); now.Before(leaf.NotBefore) {
+		a.log.Error("acme_certificate_not_yet_valid", "domain", a.domain, "not_before", leaf.NotBefore,
+			"not_after", leaf.NotAfter, "clock_behind", leaf.NotBefore.Sub(now).Round(time.Second).String())
+	}
 }
 
 // encodeCached is the cache entry for a certificate, in autocert's layout:

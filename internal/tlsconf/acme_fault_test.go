@@ -1,12 +1,15 @@
 package tlsconf
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -104,5 +107,87 @@ func TestACMEPanicInAttemptIsRecovered(t *testing.T) {
 	}
 	if n := testutil.ToFloat64(a.failuresTotal); n != 1 {
 		t.Errorf("failures counted: %v, want 1", n)
+	}
+}
+
+// A cached certificate whose validity starts after the local clock's now
+// (the clock is behind) is served, with an error in the log: discarding it
+// would order a new one, which the same clock would judge the same way.
+func TestACMEServesCachedCertificateNotYetValid(t *testing.T) {
+	ca := newTestCA(t)
+	pair := ca.issueValid(t, testDomain, time.Now().Add(2*time.Hour), time.Now().Add(90*24*time.Hour))
+	dir := newCacheDir(t)
+	seedCache(t, dir, testDomain, pair)
+	logs := new(lockedBuffer)
+	a := newTestACME(t, ACMEConfig{CacheDir: dir, Log: slog.New(slog.NewJSONHandler(logs, nil))})
+	c := a.cert.Load()
+	if c == nil || !bytes.Equal(c.Leaf.Raw, pair.leafDER) {
+		t.Fatalf("the cached certificate is not served:\n%s", logs)
+	}
+	if !strings.Contains(logs.String(), `"level":"ERROR","msg":"acme_certificate_not_yet_valid"`) {
+		t.Errorf("no acme_certificate_not_yet_valid error:\n%s", logs)
+	}
+}
+
+// A certificate fresh from the CA is checked for its key and name only. With
+// the local clock two hours behind, it used to be thrown away as not yet
+// valid, and each retry ordered another duplicate (Let's Encrypt allows 5 a
+// week). Now it is cached and served, and the skew is logged as an error.
+func TestACMEFreshCertificateWithClockBehind(t *testing.T) {
+	pb := acmetest.Start(t, acmetest.Options{Domain: testDomain})
+	logs := new(lockedBuffer)
+	a := startPebbleACME(t, pb, logs, time.Minute)
+	a.now = func() time.Time { return time.Now().Add(-2 * time.Hour) }
+	a.Start()
+
+	c, err := a.GetCertificate(&tls.ClientHelloInfo{ServerName: testDomain})
+	if err != nil {
+		t.Fatalf("GetCertificate = %v\n%s", err, logs)
+	}
+	if _, err := c.Leaf.Verify(x509Opts(t, pb, c.Certificate)); err != nil {
+		t.Errorf("served certificate does not verify with a correct clock: %v", err)
+	}
+	if n := pb.Orders(); n != 1 {
+		t.Errorf("%d orders, want 1", n)
+	}
+	out := logs.String()
+	if !strings.Contains(out, `"level":"ERROR","msg":"acme_certificate_not_yet_valid"`) || strings.Contains(out, "acme_failed") {
+		t.Errorf("want an acme_certificate_not_yet_valid error and no failure:\n%s", out)
+	}
+	if cached := a.loadCached(); cached == nil || !bytes.Equal(cached.Leaf.Raw, c.Leaf.Raw) {
+		t.Error("the certificate was not cached")
+	}
+}
+
+// A new certificate that the local clock already finds due for renewal (a
+// clock far ahead, or a renewal window longer than the lifetime) is served,
+// but counts as a failed attempt: the next order waits for the backoff
+// instead of following at once, again and again.
+func TestACMECertificateAlreadyDueIsNotReorderedAtOnce(t *testing.T) {
+	pb := acmetest.Start(t, acmetest.Options{Domain: testDomain, Validity: time.Minute})
+	logs := new(lockedBuffer)
+	a := startPebbleACME(t, pb, logs, time.Minute)
+	a.renewBefore = 2 * time.Minute // longer than the lifetime: due as soon as issued
+	a.Start()
+
+	if _, err := a.GetCertificate(&tls.ClientHelloInfo{ServerName: testDomain}); err != nil {
+		t.Fatalf("GetCertificate = %v\n%s", err, logs)
+	}
+	deadline := time.Now().Add(3 * waitLimit)
+	for !strings.Contains(logs.String(), `"msg":"acme_failed"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no acme_failed:\n%s", logs)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(time.Second) // room for the back-to-back orders this used to make
+	if n := pb.Orders(); n != 1 {
+		t.Errorf("%d orders, want 1 until the backoff has passed", n)
+	}
+	if out := logs.String(); !strings.Contains(out, `"acme_error":"already_due"`) || !strings.Contains(out, `"retry_in":"1m0s"`) {
+		t.Errorf("want an acme_failed of type already_due retried in 1m:\n%s", out)
+	}
+	if _, err := a.GetCertificate(&tls.ClientHelloInfo{ServerName: testDomain}); err != nil {
+		t.Errorf("the certificate is not served: %v", err)
 	}
 }

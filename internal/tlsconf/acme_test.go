@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"io"
 	"log/slog"
@@ -203,19 +202,11 @@ func TestACMEIgnoresUnusableCache(t *testing.T) {
 			}
 		})
 	}
-	t.Run("outside its validity", func(t *testing.T) {
-		a := newTestACME(t, ACMEConfig{})
-		block := good.leafDER
-		kb, _ := pem.Decode(good.keyPEM)
-		key, err := parseKey(kb)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := a.checkChain([][]byte{block}, key, time.Now().Add(91*24*time.Hour)); !errors.Is(err, errBadCertificate) {
-			t.Errorf("checkChain after expiry = %v, want errBadCertificate", err)
-		}
-		if _, err := a.checkChain([][]byte{block}, key, time.Now().Add(-2*time.Hour)); !errors.Is(err, errBadCertificate) {
-			t.Errorf("checkChain before NotBefore = %v, want errBadCertificate", err)
+	t.Run("expired", func(t *testing.T) {
+		dir := newCacheDir(t)
+		seedCache(t, dir, testDomain, ca.issueValid(t, testDomain, time.Now().Add(-48*time.Hour), time.Now().Add(-time.Hour)))
+		if a := newTestACME(t, ACMEConfig{CacheDir: dir}); a.cert.Load() != nil {
+			t.Error("an expired cache entry was put in service")
 		}
 	})
 }

@@ -23,6 +23,7 @@ var (
 	errNoHTTP01       = errors.New("tlsconf: the CA offers no http-01 challenge")
 	errAuthzState     = errors.New("tlsconf: unexpected authorization state")
 	errInternal       = errors.New("tlsconf: internal error in the certificate manager")
+	errAlreadyDue     = errors.New("tlsconf: the new certificate is already due for renewal (check the clock and the renewal window)")
 )
 
 // IssueError is why the latest attempt to get a certificate failed. It is
@@ -37,8 +38,8 @@ type IssueError struct {
 	// Type is the ACME error type without its
 	// "urn:ietf:params:acme:error:" prefix (connection, dns, unauthorized,
 	// rateLimited, …), or, when the CA sent none, one of timeout, tls,
-	// network, cache, bad_certificate, no_http01, authz_state, internal,
-	// invalid or other.
+	// network, cache, bad_certificate, already_due, no_http01,
+	// authz_state, internal, invalid or other.
 	Type string
 	// Status is the HTTP status of the CA's error response, 0 if none.
 	Status int
@@ -110,6 +111,8 @@ func newIssueError(domain, stage string, err error, retryAt time.Time) *IssueErr
 		e.Type = "no_http01"
 	case errors.Is(err, errAuthzState):
 		e.Type = "authz_state"
+	case errors.Is(err, errAlreadyDue):
+		e.Type = "already_due"
 	case errors.Is(err, errInternal):
 		e.Type = "internal"
 	default:
