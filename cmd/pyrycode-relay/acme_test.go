@@ -167,8 +167,11 @@ func TestACMEIssuesServesAndRestartsFromCache(t *testing.T) {
 			t.Errorf("cache entry %s: mode %v, want a 0600 file", e.Name(), fi.Mode())
 		}
 	}
-	if !names[acmeDomain] || !names["acme_account+key"] || len(names) != 2 {
-		t.Errorf("cache holds %v, want exactly the certificate and the account key", names)
+	if !names[acmeDomain] || !names["acme_account+key"] || !names[acmeDomain+"+directory"] || len(names) != 3 {
+		t.Errorf("cache holds %v, want exactly the certificate, its directory record and the account key", names)
+	}
+	if rec, err := os.ReadFile(filepath.Join(cache, acmeDomain+"+directory")); err != nil || string(rec) != pb.DirectoryURL+"\n" {
+		t.Errorf("directory record %q (%v), want %s", rec, err, pb.DirectoryURL)
 	}
 
 	// HTTPS: the right Host is served, another gets 421. The client

@@ -567,7 +567,15 @@ func (a *ACME) obtain(ctx context.Context) (_ *tls.Certificate, stage string, er
 		return nil, "certificate", err
 	}
 	a.warnIfNotYetValid(cert.Leaf)
-	if err := a.cache.Put(ctx, a.domain, encodeCached(der, key)); err != nil {
+	// The certificate first, then the directory it came from: if the
+	// second write is lost, a restart finds the previous directory's
+	// record and orders again rather than serve a certificate as another
+	// directory's.
+	err = a.cache.Put(ctx, a.domain, encodeCached(der, key))
+	if err == nil {
+		err = a.cache.Put(ctx, a.directoryName(), []byte(a.client.DirectoryURL+"\n"))
+	}
+	if err != nil {
 		// The certificate is good: serve it rather than order another one
 		// (which would spend the CA's duplicate-certificate limit).
 		a.log.Warn("acme_cache_failed", "domain", a.domain, "err", err)
@@ -691,12 +699,39 @@ func (a *ACME) releasePending(urls []string) {
 	}
 }
 
-// loadCached returns the cached certificate if it is valid for the domain
-// and not expired, else nil.
+// loadCached returns the cached certificate if it is for the domain, from
+// the configured ACME directory and not expired, else nil. An entry it
+// cannot use is logged (acme_cache_ignored) with the reason; a certificate
+// not yet valid by the local clock is served (see warnIfNotYetValid).
 func (a *ACME) loadCached() *tls.Certificate {
 	data, err := a.cache.Get(context.Background(), a.domain)
-	if err != nil {
+	if errors.Is(err, autocert.ErrCacheMiss) {
 		return nil
+	}
+	if err != nil {
+		a.log.Warn("acme_cache_ignored", "domain", a.domain, "reason", "unreadable", "err", err)
+		return nil
+	}
+	ignore := func(reason string, err error) *tls.Certificate {
+		if err != nil {
+			a.log.Warn("acme_cache_ignored", "domain", a.domain, "reason", reason, "err", err)
+		} else {
+			a.log.Warn("acme_cache_ignored", "domain", a.domain, "reason", reason)
+		}
+		return nil
+	}
+	// A certificate from another directory (typically Let's Encrypt
+	// staging, after a trial) is not served. An entry without the record
+	// predates it (or was written by autocert) and is taken as the
+	// configured directory's.
+	if dir, err := a.cache.Get(context.Background(), a.directoryName()); err == nil {
+		if got := strings.TrimSpace(string(dir)); got != a.client.DirectoryURL {
+			a.log.Warn("acme_cache_ignored", "domain", a.domain, "reason", "issued by another ACME directory",
+				"cached_directory", got)
+			return nil
+		}
+	} else if !errors.Is(err, autocert.ErrCacheMiss) {
+		return ignore("directory record unreadable", err)
 	}
 	var keyBlock *pem.Block
 	var chain [][]byte
@@ -714,17 +749,18 @@ func (a *ACME) loadCached() *tls.Certificate {
 		}
 	}
 	if keyBlock == nil || len(chain) == 0 {
-		return nil
+		return ignore("no private key and certificate in PEM", nil)
 	}
 	key, err := parseKey(keyBlock)
 	if err != nil {
-		return nil
+		return ignore("private key unreadable", nil)
 	}
 	c, err := a.checkChain(chain, key)
 	if err != nil {
-		return nil
+		return ignore("unusable certificate", err)
 	}
 	if !a.now().Before(c.Leaf.NotAfter) {
+		a.log.Warn("acme_cache_ignored", "domain", a.domain, "reason", "expired", "not_after", c.Leaf.NotAfter)
 		return nil
 	}
 	// A certificate not yet valid by the local clock is served all the
@@ -733,6 +769,10 @@ func (a *ACME) loadCached() *tls.Certificate {
 	a.warnIfNotYetValid(c.Leaf)
 	return c
 }
+
+// directoryName is the cache entry recording which ACME directory issued
+// the cached certificate.
+func (a *ACME) directoryName() string { return a.domain + "+directory" }
 
 // checkChain turns a DER chain and its key into a certificate to serve,
 // after checking that the key matches and the leaf names the domain. The

@@ -197,16 +197,27 @@ func TestACMEIgnoresUnusableCache(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(dir, testDomain), data, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			if a := newTestACME(t, ACMEConfig{CacheDir: dir}); a.cert.Load() != nil {
+			logs := new(lockedBuffer)
+			if a := newTestACME(t, ACMEConfig{CacheDir: dir, Log: slog.New(slog.NewJSONHandler(logs, nil))}); a.cert.Load() != nil {
 				t.Error("an unusable cache entry was put in service")
+			}
+			if !strings.Contains(logs.String(), `"msg":"acme_cache_ignored"`) || !strings.Contains(logs.String(), `"reason":`) {
+				t.Errorf("the ignored entry is not logged with a reason:\n%s", logs)
+			}
+			if strings.Contains(logs.String(), "PRIVATE KEY") {
+				t.Error("key material in the log")
 			}
 		})
 	}
 	t.Run("expired", func(t *testing.T) {
 		dir := newCacheDir(t)
 		seedCache(t, dir, testDomain, ca.issueValid(t, testDomain, time.Now().Add(-48*time.Hour), time.Now().Add(-time.Hour)))
-		if a := newTestACME(t, ACMEConfig{CacheDir: dir}); a.cert.Load() != nil {
+		logs := new(lockedBuffer)
+		if a := newTestACME(t, ACMEConfig{CacheDir: dir, Log: slog.New(slog.NewJSONHandler(logs, nil))}); a.cert.Load() != nil {
 			t.Error("an expired cache entry was put in service")
+		}
+		if !strings.Contains(logs.String(), `"reason":"expired"`) {
+			t.Errorf("the expired entry is not logged as such:\n%s", logs)
 		}
 	})
 }
