@@ -130,6 +130,7 @@ type ACME struct {
 	lastErr  *IssueError   // the latest attempt's failure; nil once one succeeds
 	failures int           // consecutive failed attempts
 	retryAt  time.Time     // earliest next attempt after a failure
+	recent   []time.Time   // failed attempts within rateWindow; scheduler goroutine only
 	settled  chan struct{} // closed when the attempt under way (or the next) ends
 
 	tokensMu sync.RWMutex
@@ -216,6 +217,7 @@ func NewACME(cfg ACMEConfig) (*ACME, error) {
 		a.install(c)
 		a.log.Info("acme_certificate_loaded", "domain", a.domain, "not_after", c.Leaf.NotAfter)
 	}
+	a.loadFailures()
 	return a, nil
 }
 
@@ -462,13 +464,18 @@ func (a *ACME) attempt(ctx context.Context) {
 			"renew_at", a.renewAt(cert.Leaf).UTC().Format(time.RFC3339))
 		cert, stage, err = nil, "certificate", errAlreadyDue
 	}
+	if err == nil {
+		a.recent = nil
+	} else {
+		a.recent = append(recentWithin(a.recent, now), now)
+	}
 	a.mu.Lock()
 	if err == nil {
 		a.lastErr, a.failures, a.retryAt = nil, 0, time.Time{}
 		a.install(cert)
 	} else {
 		a.failures++
-		a.retryAt = now.Add(retryDelay(a.retryBase, a.retryMax, a.failures))
+		a.retryAt = nextAttemptAt(now, retryDelay(a.retryBase, a.retryMax, a.failures), retryAfterOf(err), a.recent)
 		a.lastErr = newIssueError(a.domain, stage, err, a.retryAt)
 	}
 	failed, failures := a.lastErr, a.failures
@@ -480,10 +487,13 @@ func (a *ACME) attempt(ctx context.Context) {
 	defer close(settled)
 
 	if err == nil {
+		a.clearFailures()
 		a.log.Info("acme_issued", "domain", a.domain, "not_after", cert.Leaf.NotAfter,
 			"renew_at", a.renewAt(cert.Leaf).UTC().Format(time.RFC3339))
 		return
 	}
+	a.saveFailures(failureRecord{Directory: a.client.DirectoryURL, Recent: a.recent, Consecutive: failures,
+		RetryAt: failed.RetryAt, Stage: failed.Stage, Type: failed.Type, Status: failed.Status, Detail: failed.Detail})
 	a.failuresTotal.Inc()
 	retryIn := failed.RetryAt.Sub(now).Round(time.Millisecond).String()
 	if c := a.cert.Load(); c != nil { // a renewal: the current certificate stays in service
