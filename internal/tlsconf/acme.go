@@ -50,6 +50,10 @@ const (
 	// maxRenewBefore caps the default renewal window (a third of the
 	// certificate's lifetime): 30 days, as for Let's Encrypt's 90-day ones.
 	maxRenewBefore = 30 * 24 * time.Hour
+	// expiringWithin is when acme_certificate_expiring starts, and
+	// expiryLogEvery how often it and acme_certificate_expired repeat.
+	expiringWithin = 7 * 24 * time.Hour
+	expiryLogEvery = time.Hour
 	// maxIdleWait makes the scheduler look at the clock at least hourly,
 	// so a long sleep never outlives a jump of the wall clock by much.
 	maxIdleWait = time.Hour
@@ -139,6 +143,8 @@ type ACME struct {
 	registered bool // the account is registered; scheduler goroutine only
 
 	now func() time.Time // the clock; time.Now but in tests
+
+	expiringLogged, expiredLogged time.Time // last such events; scheduler goroutine only
 
 	failuresTotal prometheus.Counter
 	notAfter      prometheus.Gauge
@@ -392,6 +398,7 @@ func notFound(w http.ResponseWriter, _ *http.Request) {
 func (a *ACME) schedule(ctx context.Context) {
 	defer close(a.done)
 	for {
+		a.checkExpiry(a.now())
 		if wait := a.untilDue(a.now()); wait > 0 {
 			t := time.NewTimer(min(wait, maxIdleWait))
 			select {
@@ -405,6 +412,32 @@ func (a *ACME) schedule(ctx context.Context) {
 		a.attempt(ctx)
 		if ctx.Err() != nil {
 			return
+		}
+	}
+}
+
+// checkExpiry logs, at error and at most once an hour each, that the
+// certificate in service expires within expiringWithin
+// (acme_certificate_expiring) or has expired (acme_certificate_expired):
+// renewals have been failing for weeks. The scheduler calls it at least
+// hourly.
+func (a *ACME) checkExpiry(now time.Time) {
+	c := a.cert.Load()
+	if c == nil {
+		return
+	}
+	left := c.Leaf.NotAfter.Sub(now)
+	switch {
+	case left <= 0:
+		if a.expiredLogged.IsZero() || now.Sub(a.expiredLogged) >= expiryLogEvery {
+			a.expiredLogged = now
+			a.log.Error("acme_certificate_expired", "domain", a.domain, "not_after", c.Leaf.NotAfter)
+		}
+	case left < expiringWithin:
+		if a.expiringLogged.IsZero() || now.Sub(a.expiringLogged) >= expiryLogEvery {
+			a.expiringLogged = now
+			a.log.Error("acme_certificate_expiring", "domain", a.domain, "not_after", c.Leaf.NotAfter,
+				"expires_in", left.Round(time.Minute).String())
 		}
 	}
 }

@@ -172,3 +172,43 @@ func TestACMEHonoursRetryAfter(t *testing.T) {
 		t.Errorf("next attempt in %v, want the CA's Retry-After of 2h", wait)
 	}
 }
+
+// A certificate close to its expiry (renewals failing for weeks) is
+// reported at error, at most once an hour, and so is an expired one.
+func TestACMEReportsExpiringAndExpiredCertificate(t *testing.T) {
+	ca := newTestCA(t)
+	dir := newCacheDir(t)
+	notAfter := time.Now().Add(3 * 24 * time.Hour)
+	seedCache(t, dir, testDomain, ca.issueValid(t, testDomain, time.Now().Add(-80*24*time.Hour), notAfter))
+	logs := new(lockedBuffer)
+	// The certificate is in its renewal window; the CA refuses for two hours.
+	a := newTestACME(t, ACMEConfig{CacheDir: dir, DirectoryURL: rateLimitedCA(t, 7200),
+		Log: slog.New(slog.NewJSONHandler(logs, nil))})
+	a.Start()
+	deadline := time.Now().Add(waitLimit)
+	for !strings.Contains(logs.String(), `"level":"ERROR","msg":"acme_certificate_expiring"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no acme_certificate_expiring from the scheduler:\n%s", logs)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	a.Close() // the checks below drive checkExpiry by hand
+
+	count := func(event string) int { return strings.Count(logs.String(), `"msg":"`+event+`"`) }
+	start := time.Now()
+	for _, step := range []struct {
+		at                time.Duration // after start
+		expiring, expired int           // events so far
+	}{
+		{30 * time.Minute, 1, 0},                // within the hour: not repeated
+		{61 * time.Minute, 2, 0},                // an hour on: repeated
+		{3*24*time.Hour + time.Minute, 2, 1},    // past NotAfter
+		{3*24*time.Hour + 30*time.Minute, 2, 1}, // within the hour
+		{3*24*time.Hour + 62*time.Minute, 2, 2}, // an hour on
+	} {
+		a.checkExpiry(start.Add(step.at))
+		if e, x := count("acme_certificate_expiring"), count("acme_certificate_expired"); e != step.expiring || x != step.expired {
+			t.Errorf("at +%v: %d expiring, %d expired events; want %d, %d", step.at, e, x, step.expiring, step.expired)
+		}
+	}
+}
