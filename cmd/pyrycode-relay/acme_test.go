@@ -511,3 +511,65 @@ func TestShutdownDoesNotWaitForCertificateManager(t *testing.T) {
 		t.Errorf("exit %d", code)
 	}
 }
+
+// The ACME challenge listener is not behind the relay's connection caps: a
+// relay at --max-connections still lets the CA fetch its challenges (a 503
+// there used to spend one of Let's Encrypt's 5 failed validations per hour
+// on every attempt). It has a small per-IP cap of its own.
+func TestACMEChallengeListenerIsOutsideTheRelayCaps(t *testing.T) {
+	t.Parallel()
+	cache, pool := seedDomainCache(t)
+	p := startRun(t, "--domain", acmeDomain, "--cert-cache", cache,
+		"--https-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--acme-directory", unusedCA(t),
+		"--max-connections", "2")
+	httpsAddr, challengeAddr := p.addrs["https"].String(), p.addrs["acme-http"].String()
+
+	// hold opens a TCP connection that stays open (and counted) until the
+	// test ends.
+	hold := func(addr string) {
+		c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	status := func(client *http.Client, url string) int {
+		t.Helper()
+		resp, err := client.Get(url)
+		if err != nil {
+			t.Fatalf("GET %s: %v", url, err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	hold(httpsAddr)
+	hold(httpsAddr)
+	// Once both are accepted, the relay is at its cap: HTTPS requests get 503.
+	tlsClient := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: acmeDomain}, DisableKeepAlives: true}}
+	deadline := time.Now().Add(10 * time.Second)
+	for status(tlsClient, "https://"+httpsAddr+"/v1/server") != http.StatusServiceUnavailable { // /healthz is never refused
+		if time.Now().After(deadline) {
+			t.Fatal("the relay never reached --max-connections")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	plain := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	challenge := "http://" + challengeAddr + "/.well-known/acme-challenge/unknown-token"
+	if code := status(plain, challenge); code != http.StatusNotFound {
+		t.Errorf("challenge request at the relay's cap: %d, want the challenge handler's 404", code)
+	}
+
+	// Its own per-IP cap: with that many connections held, the next gets 429.
+	for range acmeMaxConnsPerIP {
+		hold(challengeAddr)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for status(plain, challenge) != http.StatusTooManyRequests {
+		if time.Now().After(deadline) {
+			t.Fatal("the challenge listener's per-IP cap never applied")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -32,6 +32,12 @@ const (
 	exitUsage  = 2 // bad configuration
 )
 
+// The ACME challenge listener's own connection caps (see run).
+const (
+	acmeMaxConnsPerIP = 16
+	acmeMaxConns      = 256
+)
+
 // listening receives each listener's role and address once it is bound;
 // tests use it to find ports chosen by the kernel.
 type listening func(role string, addr net.Addr)
@@ -157,10 +163,34 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return exitUsage
 	}
 
+	// The ACME challenge listener is outside the relay's caps: at
+	// --max-connections the CA's validators would get 503, and each
+	// attempt would spend one of the CA's failed validations. It has small
+	// caps of its own instead.
+	acmeLim, err := limits.New(limits.Config{
+		UpgradeRate:    cfg.UpgradeRate,
+		UpgradeBurst:   cfg.UpgradeBurst,
+		MaxConnsPerIP:  acmeMaxConnsPerIP,
+		MaxConns:       acmeMaxConns,
+		TrustedProxies: cfg.TrustedProxies,
+		ProxyProtocol:  cfg.ProxyProtocol,
+	}, nil)
+	if err != nil {
+		fmt.Fprintf(stderr, "pyrycode-relay: %v\n", err)
+		return exitUsage
+	}
+	limiterFor := func(role string) *limits.Limiter {
+		if role == "acme-http" {
+			return acmeLim
+		}
+		return lim
+	}
+
 	relayRef.h = srv
 	for _, s := range servers {
-		s.http.Handler = lim.Middleware(s.http.Handler)
-		s.http.ConnContext = lim.ConnContext
+		l := limiterFor(s.role)
+		s.http.Handler = l.Middleware(s.http.Handler)
+		s.http.ConnContext = l.ConnContext
 	}
 	if cfg.MetricsListen != "" {
 		servers = append(servers, server{"metrics", cfg.MetricsListen, &http.Server{
@@ -184,7 +214,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return exitFailed
 		}
 		if s.role != "metrics" {
-			ln = lim.Listener(ln) // per-IP and global connection caps, PROXY headers
+			ln = limiterFor(s.role).Listener(ln) // per-IP and global connection caps, PROXY headers
 		}
 		lns[i] = ln
 	}
