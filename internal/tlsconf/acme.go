@@ -61,6 +61,9 @@ const (
 	// name is autocert's, so caches written by earlier versions keep their
 	// account.
 	accountKeyName = "acme_account+key"
+	// legacyAccountKeyName is where older autocert versions kept it; it is
+	// read when accountKeyName is missing.
+	legacyAccountKeyName = "acme_account.key"
 	// userAgent identifies the relay to the CA.
 	acmeUserAgent = "pyrycode-relay"
 )
@@ -652,6 +655,10 @@ func (a *ACME) register(ctx context.Context) error {
 // a P-256 one.
 func (a *ACME) accountKey(ctx context.Context) (crypto.Signer, error) {
 	data, err := a.cache.Get(ctx, accountKeyName)
+	if errors.Is(err, autocert.ErrCacheMiss) {
+		// Older autocert versions stored the key under this name.
+		data, err = a.cache.Get(ctx, legacyAccountKeyName)
+	}
 	if errors.Is(err, autocert.ErrCacheMiss) {
 		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {

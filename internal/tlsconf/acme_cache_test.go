@@ -1,6 +1,11 @@
 package tlsconf
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -57,3 +62,29 @@ func TestACMECachedCertificateFromAnotherDirectoryIsIgnored(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// A cache written by an older autocert keeps its account: the key stored as
+// "acme_account.key" is used when "acme_account+key" is missing, rather than
+// a new account being registered.
+func TestACMEReadsLegacyAccountKeyName(t *testing.T) {
+	dir := newCacheDir(t)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "acme_account.key"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := newTestACME(t, ACMEConfig{CacheDir: dir})
+	got, err := a.accountKey(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !key.PublicKey.Equal(got.Public()) {
+		t.Error("a new account key was made instead of reading acme_account.key")
+	}
+}
