@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -166,8 +167,11 @@ func TestACMEIssuesServesAndRestartsFromCache(t *testing.T) {
 			t.Errorf("cache entry %s: mode %v, want a 0600 file", e.Name(), fi.Mode())
 		}
 	}
-	if !names[acmeDomain] || !names["acme_account+key"] || len(names) != 2 {
-		t.Errorf("cache holds %v, want exactly the certificate and the account key", names)
+	if !names[acmeDomain] || !names["acme_account+key"] || !names[acmeDomain+"+directory"] || len(names) != 3 {
+		t.Errorf("cache holds %v, want exactly the certificate, its directory record and the account key", names)
+	}
+	if rec, err := os.ReadFile(filepath.Join(cache, acmeDomain+"+directory")); err != nil || string(rec) != pb.DirectoryURL+"\n" {
+		t.Errorf("directory record %q (%v), want %s", rec, err, pb.DirectoryURL)
 	}
 
 	// HTTPS: the right Host is served, another gets 421. The client
@@ -429,5 +433,143 @@ func TestACMECACertErrorsExitTwo(t *testing.T) {
 		if msg := errb.String(); !strings.Contains(msg, tc.want) || strings.Count(msg, "\n") != 1 {
 			t.Errorf("%v: stderr %q, want one line with %q", tc.args, msg, tc.want)
 		}
+	}
+}
+
+// seedDomainCache writes a self-signed certificate for acmeDomain into a new
+// cache directory, in the manager's (and autocert's) layout, and returns the
+// directory and a pool that trusts the certificate.
+func seedDomainCache(t *testing.T) (string, *x509.CertPool) {
+	t.Helper()
+	cache := filepath.Join(t.TempDir(), "certs")
+	if err := os.MkdirAll(cache, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	certPEM, keyPEM, _, pool := testCert(t, acmeDomain)
+	if err := os.WriteFile(filepath.Join(cache, acmeDomain), append(keyPEM, certPEM...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cache, pool
+}
+
+// unusedCA is an ACME directory URL on 127.0.0.1 that fails the test if it
+// is contacted: a relay with a valid cached certificate needs no CA.
+func unusedCA(t *testing.T) string {
+	t.Helper()
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t.Errorf("ACME CA contacted: %s %s", r.Method, r.URL)
+		w.WriteHeader(http.StatusInternalServerError)
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return "http://" + ln.Addr().String() + "/directory"
+}
+
+// Shutting down the certificate manager runs alongside the drain: however
+// long it takes (here it is held until the WebSocket has its close frame),
+// connected clients get their 1001 at once. The relay used to close the
+// manager first, spending the drain budget before any 1001 was sent.
+func TestShutdownDoesNotWaitForCertificateManager(t *testing.T) {
+	t.Parallel()
+	cache, pool := seedDomainCache(t)
+	got1001 := make(chan struct{})
+	closing := func() {
+		select {
+		case <-got1001:
+		case <-time.After(15 * time.Second):
+		}
+	}
+	ctx := context.WithValue(context.Background(), acmeTuningKey{}, acmeTuning{closing: closing})
+	p := startRunWith(t, ctx, nil, "--domain", acmeDomain, "--cert-cache", cache,
+		"--https-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--acme-directory", unusedCA(t))
+
+	d := &websocket.Dialer{HandshakeTimeout: 10 * time.Second, TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: acmeDomain}}
+	h := binHeaders("srv-shutdown")
+	h.Set("Host", acmeDomain)
+	bin := dialWS(t, d, "wss://"+p.addrs["https"].String()+"/v1/server", h)
+
+	stopped := make(chan int, 1)
+	go func() { stopped <- p.stop(t) }()
+	bin.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		_, _, err := bin.ReadMessage()
+		if err == nil {
+			continue
+		}
+		var ce *websocket.CloseError
+		if !errors.As(err, &ce) || ce.Code != websocket.CloseGoingAway {
+			t.Errorf("got %v, want close 1001 while the certificate manager is closing", err)
+		}
+		break
+	}
+	close(got1001)
+	if code := <-stopped; code != 0 {
+		t.Errorf("exit %d", code)
+	}
+}
+
+// The ACME challenge listener is not behind the relay's connection caps: a
+// relay at --max-connections still lets the CA fetch its challenges (a 503
+// there used to spend one of Let's Encrypt's 5 failed validations per hour
+// on every attempt). It has a small per-IP cap of its own.
+func TestACMEChallengeListenerIsOutsideTheRelayCaps(t *testing.T) {
+	t.Parallel()
+	cache, pool := seedDomainCache(t)
+	p := startRun(t, "--domain", acmeDomain, "--cert-cache", cache,
+		"--https-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--acme-directory", unusedCA(t),
+		"--max-connections", "2")
+	httpsAddr, challengeAddr := p.addrs["https"].String(), p.addrs["acme-http"].String()
+
+	// hold opens a TCP connection that stays open (and counted) until the
+	// test ends.
+	hold := func(addr string) {
+		c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	status := func(client *http.Client, url string) int {
+		t.Helper()
+		resp, err := client.Get(url)
+		if err != nil {
+			t.Fatalf("GET %s: %v", url, err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	hold(httpsAddr)
+	hold(httpsAddr)
+	// Once both are accepted, the relay is at its cap: HTTPS requests get 503.
+	tlsClient := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: acmeDomain}, DisableKeepAlives: true}}
+	deadline := time.Now().Add(10 * time.Second)
+	for status(tlsClient, "https://"+httpsAddr+"/v1/server") != http.StatusServiceUnavailable { // /healthz is never refused
+		if time.Now().After(deadline) {
+			t.Fatal("the relay never reached --max-connections")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	plain := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	challenge := "http://" + challengeAddr + "/.well-known/acme-challenge/unknown-token"
+	if code := status(plain, challenge); code != http.StatusNotFound {
+		t.Errorf("challenge request at the relay's cap: %d, want the challenge handler's 404", code)
+	}
+
+	// Its own per-IP cap: with that many connections held, the next gets 429.
+	for range acmeMaxConnsPerIP {
+		hold(challengeAddr)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for status(plain, challenge) != http.StatusTooManyRequests {
+		if time.Now().After(deadline) {
+			t.Fatal("the challenge listener's per-IP cap never applied")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

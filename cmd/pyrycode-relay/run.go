@@ -32,6 +32,12 @@ const (
 	exitUsage  = 2 // bad configuration
 )
 
+// The ACME challenge listener's own connection caps (see run).
+const (
+	acmeMaxConnsPerIP = 16
+	acmeMaxConns      = 256
+)
+
 // listening receives each listener's role and address once it is bound;
 // tests use it to find ports chosen by the kernel.
 type listening func(role string, addr net.Addr)
@@ -157,10 +163,34 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return exitUsage
 	}
 
+	// The ACME challenge listener is outside the relay's caps: at
+	// --max-connections the CA's validators would get 503, and each
+	// attempt would spend one of the CA's failed validations. It has small
+	// caps of its own instead.
+	acmeLim, err := limits.New(limits.Config{
+		UpgradeRate:    cfg.UpgradeRate,
+		UpgradeBurst:   cfg.UpgradeBurst,
+		MaxConnsPerIP:  acmeMaxConnsPerIP,
+		MaxConns:       acmeMaxConns,
+		TrustedProxies: cfg.TrustedProxies,
+		ProxyProtocol:  cfg.ProxyProtocol,
+	}, nil)
+	if err != nil {
+		fmt.Fprintf(stderr, "pyrycode-relay: %v\n", err)
+		return exitUsage
+	}
+	limiterFor := func(role string) *limits.Limiter {
+		if role == "acme-http" {
+			return acmeLim
+		}
+		return lim
+	}
+
 	relayRef.h = srv
 	for _, s := range servers {
-		s.http.Handler = lim.Middleware(s.http.Handler)
-		s.http.ConnContext = lim.ConnContext
+		l := limiterFor(s.role)
+		s.http.Handler = l.Middleware(s.http.Handler)
+		s.http.ConnContext = l.ConnContext
 	}
 	if cfg.MetricsListen != "" {
 		servers = append(servers, server{"metrics", cfg.MetricsListen, &http.Server{
@@ -184,7 +214,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return exitFailed
 		}
 		if s.role != "metrics" {
-			ln = lim.Listener(ln) // per-IP and global connection caps, PROXY headers
+			ln = limiterFor(s.role).Listener(ln) // per-IP and global connection caps, PROXY headers
 		}
 		lns[i] = ln
 	}
@@ -248,9 +278,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			_ = s.http.Close()
 		}
 	}
-	if certs != nil {
-		certs.Close() // no attempt may start with the challenge listener gone
-	}
+	// No attempt may start with the challenge listener gone, so the
+	// certificate manager stops now, but alongside the drain: however long
+	// abandoning an attempt takes, it must not delay any WebSocket's 1001.
+	certsClosed := make(chan struct{})
+	go func() {
+		defer close(certsClosed)
+		if certs != nil {
+			if tune, ok := ctx.Value(acmeTuningKey{}).(acmeTuning); ok && tune.closing != nil {
+				tune.closing()
+			}
+			certs.Close()
+		}
+	}()
 	if err := srv.Shutdown(dctx); err != nil {
 		log.Warn("relay_drain_incomplete", "err", err)
 	}
@@ -270,6 +310,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}
 	wg.Wait()
+	<-certsClosed
 	log.Info("relay_stopped")
 	return status
 }
@@ -293,6 +334,7 @@ type acmeTuningKey struct{}
 type acmeTuning struct {
 	retryBase   time.Duration // first wait after a failure (default one minute)
 	renewBefore time.Duration // renewal window (default a third of the lifetime)
+	closing     func()        // called at shutdown just before the manager is closed
 }
 
 // buildServers returns the HTTP servers for the configured mode and, in

@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,12 +41,19 @@ const (
 	// attemptTimeout bounds one whole attempt: account, order, validation,
 	// finalization. Let's Encrypt normally needs a few seconds.
 	attemptTimeout = 3 * time.Minute
+	// releaseTimeout bounds the release of a failed attempt's pending
+	// authorizations.
+	releaseTimeout = 10 * time.Second
 	// handshakeWait bounds how long a handshake waits for the first
 	// certificate while an attempt is under way.
 	handshakeWait = 90 * time.Second
 	// maxRenewBefore caps the default renewal window (a third of the
 	// certificate's lifetime): 30 days, as for Let's Encrypt's 90-day ones.
 	maxRenewBefore = 30 * 24 * time.Hour
+	// expiringWithin is when acme_certificate_expiring starts, and
+	// expiryLogEvery how often it and acme_certificate_expired repeat.
+	expiringWithin = 7 * 24 * time.Hour
+	expiryLogEvery = time.Hour
 	// maxIdleWait makes the scheduler look at the clock at least hourly,
 	// so a long sleep never outlives a jump of the wall clock by much.
 	maxIdleWait = time.Hour
@@ -53,6 +61,9 @@ const (
 	// name is autocert's, so caches written by earlier versions keep their
 	// account.
 	accountKeyName = "acme_account+key"
+	// legacyAccountKeyName is where older autocert versions kept it; it is
+	// read when accountKeyName is missing.
+	legacyAccountKeyName = "acme_account.key"
 	// userAgent identifies the relay to the CA.
 	acmeUserAgent = "pyrycode-relay"
 )
@@ -126,12 +137,17 @@ type ACME struct {
 	lastErr  *IssueError   // the latest attempt's failure; nil once one succeeds
 	failures int           // consecutive failed attempts
 	retryAt  time.Time     // earliest next attempt after a failure
+	recent   []time.Time   // failed attempts within rateWindow; scheduler goroutine only
 	settled  chan struct{} // closed when the attempt under way (or the next) ends
 
 	tokensMu sync.RWMutex
 	tokens   map[string]string // http-01 token → key authorization
 
 	registered bool // the account is registered; scheduler goroutine only
+
+	now func() time.Time // the clock; time.Now but in tests
+
+	expiringLogged, expiredLogged time.Time // last such events; scheduler goroutine only
 
 	failuresTotal prometheus.Counter
 	notAfter      prometheus.Gauge
@@ -201,6 +217,7 @@ func NewACME(cfg ACMEConfig) (*ACME, error) {
 			Name: metricCertNotAfter,
 			Help: "Expiry (Unix time, seconds) of the ACME certificate being served; 0 while there is none.",
 		}),
+		now:     time.Now,
 		stop:    stop,
 		stopCtx: ctx,
 		done:    make(chan struct{}),
@@ -209,6 +226,7 @@ func NewACME(cfg ACMEConfig) (*ACME, error) {
 		a.install(c)
 		a.log.Info("acme_certificate_loaded", "domain", a.domain, "not_after", c.Leaf.NotAfter)
 	}
+	a.loadFailures()
 	return a, nil
 }
 
@@ -383,7 +401,8 @@ func notFound(w http.ResponseWriter, _ *http.Request) {
 func (a *ACME) schedule(ctx context.Context) {
 	defer close(a.done)
 	for {
-		if wait := a.untilDue(time.Now()); wait > 0 {
+		a.checkExpiry(a.now())
+		if wait := a.untilDue(a.now()); wait > 0 {
 			t := time.NewTimer(min(wait, maxIdleWait))
 			select {
 			case <-ctx.Done():
@@ -396,6 +415,32 @@ func (a *ACME) schedule(ctx context.Context) {
 		a.attempt(ctx)
 		if ctx.Err() != nil {
 			return
+		}
+	}
+}
+
+// checkExpiry logs, at error and at most once an hour each, that the
+// certificate in service expires within expiringWithin
+// (acme_certificate_expiring) or has expired (acme_certificate_expired):
+// renewals have been failing for weeks. The scheduler calls it at least
+// hourly.
+func (a *ACME) checkExpiry(now time.Time) {
+	c := a.cert.Load()
+	if c == nil {
+		return
+	}
+	left := c.Leaf.NotAfter.Sub(now)
+	switch {
+	case left <= 0:
+		if a.expiredLogged.IsZero() || now.Sub(a.expiredLogged) >= expiryLogEvery {
+			a.expiredLogged = now
+			a.log.Error("acme_certificate_expired", "domain", a.domain, "not_after", c.Leaf.NotAfter)
+		}
+	case left < expiringWithin:
+		if a.expiringLogged.IsZero() || now.Sub(a.expiringLogged) >= expiryLogEvery {
+			a.expiringLogged = now
+			a.log.Error("acme_certificate_expiring", "domain", a.domain, "not_after", c.Leaf.NotAfter,
+				"expires_in", left.Round(time.Minute).String())
 		}
 	}
 }
@@ -439,19 +484,34 @@ func retryDelay(base, max time.Duration, failures int) time.Duration {
 // by Close is neither logged nor counted.
 func (a *ACME) attempt(ctx context.Context) {
 	actx, cancel := context.WithTimeout(ctx, attemptTimeout)
-	cert, stage, err := a.obtain(actx)
+	cert, stage, err := a.obtainRecovered(actx)
 	cancel()
 	if err != nil && ctx.Err() != nil {
 		return
 	}
-	now := time.Now()
+	now := a.now()
+	if err == nil && !a.renewAt(cert.Leaf).After(now) {
+		// Served, but already due for renewal by the local clock (skewed,
+		// or a renewal window longer than the lifetime): another order at
+		// once would issue a duplicate, so this counts as a failure and the
+		// next order waits for the backoff.
+		a.install(cert)
+		a.log.Info("acme_issued", "domain", a.domain, "not_after", cert.Leaf.NotAfter,
+			"renew_at", a.renewAt(cert.Leaf).UTC().Format(time.RFC3339))
+		cert, stage, err = nil, "certificate", errAlreadyDue
+	}
+	if err == nil {
+		a.recent = nil
+	} else {
+		a.recent = append(recentWithin(a.recent, now), now)
+	}
 	a.mu.Lock()
 	if err == nil {
 		a.lastErr, a.failures, a.retryAt = nil, 0, time.Time{}
 		a.install(cert)
 	} else {
 		a.failures++
-		a.retryAt = now.Add(retryDelay(a.retryBase, a.retryMax, a.failures))
+		a.retryAt = nextAttemptAt(now, retryDelay(a.retryBase, a.retryMax, a.failures), retryAfterOf(err), a.recent)
 		a.lastErr = newIssueError(a.domain, stage, err, a.retryAt)
 	}
 	failed, failures := a.lastErr, a.failures
@@ -463,10 +523,13 @@ func (a *ACME) attempt(ctx context.Context) {
 	defer close(settled)
 
 	if err == nil {
+		a.clearFailures()
 		a.log.Info("acme_issued", "domain", a.domain, "not_after", cert.Leaf.NotAfter,
 			"renew_at", a.renewAt(cert.Leaf).UTC().Format(time.RFC3339))
 		return
 	}
+	a.saveFailures(failureRecord{Directory: a.client.DirectoryURL, Recent: a.recent, Consecutive: failures,
+		RetryAt: failed.RetryAt, Stage: failed.Stage, Type: failed.Type, Status: failed.Status, Detail: failed.Detail})
 	a.failuresTotal.Inc()
 	retryIn := failed.RetryAt.Sub(now).Round(time.Millisecond).String()
 	if c := a.cert.Load(); c != nil { // a renewal: the current certificate stays in service
@@ -477,6 +540,21 @@ func (a *ACME) attempt(ctx context.Context) {
 	}
 	a.log.Warn("acme_failed", "domain", a.domain, "stage", failed.Stage, "acme_error", failed.Type,
 		"status", failed.Status, "detail", failed.Detail, "failures", failures, "retry_in", retryIn)
+}
+
+// obtainRecovered is obtain with a panic turned into a failed attempt
+// (stage "internal"), logged at error with its stack. A bug in the
+// certificate code must never take the relay down: the attempt is counted
+// and retried after the usual backoff, with a fresh account state.
+func (a *ACME) obtainRecovered(ctx context.Context) (cert *tls.Certificate, stage string, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			a.log.Error("acme_panic", "domain", a.domain, "err", fmt.Sprint(p), "stack", string(debug.Stack()))
+			a.registered = false
+			cert, stage, err = nil, "internal", fmt.Errorf("%w: %v", errInternal, p)
+		}
+	}()
+	return a.obtain(ctx)
 }
 
 // install puts c in service.
@@ -501,7 +579,7 @@ func (a *ACME) obtain(ctx context.Context) (_ *tls.Certificate, stage string, er
 	}
 	defer func() {
 		if err != nil {
-			a.releasePending(ctx, order.AuthzURLs)
+			a.releasePending(order.AuthzURLs)
 		}
 	}()
 	for _, u := range order.AuthzURLs {
@@ -509,7 +587,10 @@ func (a *ACME) obtain(ctx context.Context) (_ *tls.Certificate, stage string, er
 			return nil, "authorization", err
 		}
 	}
-	if order, err = a.client.WaitOrder(ctx, order.URI); err != nil {
+	// ready is a new variable: order must stay set for the deferred
+	// release, also when WaitOrder fails and returns nil.
+	ready, err := a.client.WaitOrder(ctx, order.URI)
+	if err != nil {
 		return nil, "order", err
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -520,15 +601,27 @@ func (a *ACME) obtain(ctx context.Context) (_ *tls.Certificate, stage string, er
 	if err != nil {
 		return nil, "finalize", err
 	}
-	der, _, err := a.client.CreateOrderCert(ctx, order.FinalizeURL, csr, true)
+	der, _, err := a.client.CreateOrderCert(ctx, ready.FinalizeURL, csr, true)
 	if err != nil {
 		return nil, "finalize", err
 	}
-	cert, err := a.checkChain(der, key, time.Now())
+	// Only the key and the name are checked: the CA's clock decides the
+	// validity, and a certificate discarded for a skewed local clock would
+	// be ordered again and again, into the CA's duplicate-certificate limit.
+	cert, err := a.checkChain(der, key)
 	if err != nil {
 		return nil, "certificate", err
 	}
-	if err := a.cache.Put(ctx, a.domain, encodeCached(der, key)); err != nil {
+	a.warnIfNotYetValid(cert.Leaf)
+	// The certificate first, then the directory it came from: if the
+	// second write is lost, a restart finds the previous directory's
+	// record and orders again rather than serve a certificate as another
+	// directory's.
+	err = a.cache.Put(ctx, a.domain, encodeCached(der, key))
+	if err == nil {
+		err = a.cache.Put(ctx, a.directoryName(), []byte(a.client.DirectoryURL+"\n"))
+	}
+	if err != nil {
 		// The certificate is good: serve it rather than order another one
 		// (which would spend the CA's duplicate-certificate limit).
 		a.log.Warn("acme_cache_failed", "domain", a.domain, "err", err)
@@ -562,6 +655,10 @@ func (a *ACME) register(ctx context.Context) error {
 // a P-256 one.
 func (a *ACME) accountKey(ctx context.Context) (crypto.Signer, error) {
 	data, err := a.cache.Get(ctx, accountKeyName)
+	if errors.Is(err, autocert.ErrCacheMiss) {
+		// Older autocert versions stored the key under this name.
+		data, err = a.cache.Get(ctx, legacyAccountKeyName)
+	}
 	if errors.Is(err, autocert.ErrCacheMiss) {
 		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
@@ -635,9 +732,15 @@ func (a *ACME) authorize(ctx context.Context, url string) error {
 
 // releasePending deactivates the order's authorizations that are still
 // pending, so a failed attempt does not hold the CA's pending-authorization
-// quota. Errors are ignored: this is housekeeping.
-func (a *ACME) releasePending(ctx context.Context, urls []string) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+// quota. Errors are ignored: this is housekeeping. It is skipped once the
+// manager is closing (the CA lets pending authorizations expire on their
+// own), and Close cuts one under way short: shutdown never waits on the CA.
+// An attempt that ran out of time is still released, within releaseTimeout.
+func (a *ACME) releasePending(urls []string) {
+	if a.stopCtx.Err() != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(a.stopCtx, releaseTimeout)
 	defer cancel()
 	for _, u := range urls {
 		if z, err := a.client.GetAuthorization(ctx, u); err == nil && z.Status == acme.StatusPending {
@@ -646,12 +749,39 @@ func (a *ACME) releasePending(ctx context.Context, urls []string) {
 	}
 }
 
-// loadCached returns the cached certificate if it is valid for the domain
-// and not expired, else nil.
+// loadCached returns the cached certificate if it is for the domain, from
+// the configured ACME directory and not expired, else nil. An entry it
+// cannot use is logged (acme_cache_ignored) with the reason; a certificate
+// not yet valid by the local clock is served (see warnIfNotYetValid).
 func (a *ACME) loadCached() *tls.Certificate {
 	data, err := a.cache.Get(context.Background(), a.domain)
-	if err != nil {
+	if errors.Is(err, autocert.ErrCacheMiss) {
 		return nil
+	}
+	if err != nil {
+		a.log.Warn("acme_cache_ignored", "domain", a.domain, "reason", "unreadable", "err", err)
+		return nil
+	}
+	ignore := func(reason string, err error) *tls.Certificate {
+		if err != nil {
+			a.log.Warn("acme_cache_ignored", "domain", a.domain, "reason", reason, "err", err)
+		} else {
+			a.log.Warn("acme_cache_ignored", "domain", a.domain, "reason", reason)
+		}
+		return nil
+	}
+	// A certificate from another directory (typically Let's Encrypt
+	// staging, after a trial) is not served. An entry without the record
+	// predates it (or was written by autocert) and is taken as the
+	// configured directory's.
+	if dir, err := a.cache.Get(context.Background(), a.directoryName()); err == nil {
+		if got := strings.TrimSpace(string(dir)); got != a.client.DirectoryURL {
+			a.log.Warn("acme_cache_ignored", "domain", a.domain, "reason", "issued by another ACME directory",
+				"cached_directory", got)
+			return nil
+		}
+	} else if !errors.Is(err, autocert.ErrCacheMiss) {
+		return ignore("directory record unreadable", err)
 	}
 	var keyBlock *pem.Block
 	var chain [][]byte
@@ -669,23 +799,35 @@ func (a *ACME) loadCached() *tls.Certificate {
 		}
 	}
 	if keyBlock == nil || len(chain) == 0 {
-		return nil
+		return ignore("no private key and certificate in PEM", nil)
 	}
 	key, err := parseKey(keyBlock)
 	if err != nil {
-		return nil
+		return ignore("private key unreadable", nil)
 	}
-	c, err := a.checkChain(chain, key, time.Now())
+	c, err := a.checkChain(chain, key)
 	if err != nil {
+		return ignore("unusable certificate", err)
+	}
+	if !a.now().Before(c.Leaf.NotAfter) {
+		a.log.Warn("acme_cache_ignored", "domain", a.domain, "reason", "expired", "not_after", c.Leaf.NotAfter)
 		return nil
 	}
+	// A certificate not yet valid by the local clock is served all the
+	// same: the clock is probably wrong, and ordering a new one would not
+	// help.
+	a.warnIfNotYetValid(c.Leaf)
 	return c
 }
 
+// directoryName is the cache entry recording which ACME directory issued
+// the cached certificate.
+func (a *ACME) directoryName() string { return a.domain + "+directory" }
+
 // checkChain turns a DER chain and its key into a certificate to serve,
-// after checking that the key matches, the leaf names the domain and now
-// is within its validity.
-func (a *ACME) checkChain(chain [][]byte, key crypto.Signer, now time.Time) (*tls.Certificate, error) {
+// after checking that the key matches and the leaf names the domain. The
+// validity period is the caller's to judge.
+func (a *ACME) checkChain(chain [][]byte, key crypto.Signer) (*tls.Certificate, error) {
 	if len(chain) == 0 {
 		return nil, fmt.Errorf("%w: empty chain", errBadCertificate)
 	}
@@ -700,10 +842,17 @@ func (a *ACME) checkChain(chain [][]byte, key crypto.Signer, now time.Time) (*tl
 	if err := leaf.VerifyHostname(a.domain); err != nil {
 		return nil, fmt.Errorf("%w: %w", errBadCertificate, err)
 	}
-	if now.Before(leaf.NotBefore) || !now.Before(leaf.NotAfter) {
-		return nil, fmt.Errorf("%w: not valid now (%s to %s)", errBadCertificate, leaf.NotBefore, leaf.NotAfter)
-	}
 	return &tls.Certificate{Certificate: chain, PrivateKey: key, Leaf: leaf}, nil
+}
+
+// warnIfNotYetValid logs, at error, a certificate whose validity starts
+// after the local clock's now: clients with a correct clock accept it, but
+// the local clock is probably wrong, and renewals are timed by it.
+func (a *ACME) warnIfNotYetValid(leaf *x509.Certificate) {
+	if now := a.now(); now.Before(leaf.NotBefore) {
+		a.log.Error("acme_certificate_not_yet_valid", "domain", a.domain, "not_before", leaf.NotBefore,
+			"not_after", leaf.NotAfter, "clock_behind", leaf.NotBefore.Sub(now).Round(time.Second).String())
+	}
 }
 
 // encodeCached is the cache entry for a certificate, in autocert's layout:

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"io"
 	"log/slog"
@@ -198,24 +197,27 @@ func TestACMEIgnoresUnusableCache(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(dir, testDomain), data, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			if a := newTestACME(t, ACMEConfig{CacheDir: dir}); a.cert.Load() != nil {
+			logs := new(lockedBuffer)
+			if a := newTestACME(t, ACMEConfig{CacheDir: dir, Log: slog.New(slog.NewJSONHandler(logs, nil))}); a.cert.Load() != nil {
 				t.Error("an unusable cache entry was put in service")
+			}
+			if !strings.Contains(logs.String(), `"msg":"acme_cache_ignored"`) || !strings.Contains(logs.String(), `"reason":`) {
+				t.Errorf("the ignored entry is not logged with a reason:\n%s", logs)
+			}
+			if strings.Contains(logs.String(), "PRIVATE KEY") {
+				t.Error("key material in the log")
 			}
 		})
 	}
-	t.Run("outside its validity", func(t *testing.T) {
-		a := newTestACME(t, ACMEConfig{})
-		block := good.leafDER
-		kb, _ := pem.Decode(good.keyPEM)
-		key, err := parseKey(kb)
-		if err != nil {
-			t.Fatal(err)
+	t.Run("expired", func(t *testing.T) {
+		dir := newCacheDir(t)
+		seedCache(t, dir, testDomain, ca.issueValid(t, testDomain, time.Now().Add(-48*time.Hour), time.Now().Add(-time.Hour)))
+		logs := new(lockedBuffer)
+		if a := newTestACME(t, ACMEConfig{CacheDir: dir, Log: slog.New(slog.NewJSONHandler(logs, nil))}); a.cert.Load() != nil {
+			t.Error("an expired cache entry was put in service")
 		}
-		if _, err := a.checkChain([][]byte{block}, key, time.Now().Add(91*24*time.Hour)); !errors.Is(err, errBadCertificate) {
-			t.Errorf("checkChain after expiry = %v, want errBadCertificate", err)
-		}
-		if _, err := a.checkChain([][]byte{block}, key, time.Now().Add(-2*time.Hour)); !errors.Is(err, errBadCertificate) {
-			t.Errorf("checkChain before NotBefore = %v, want errBadCertificate", err)
+		if !strings.Contains(logs.String(), `"reason":"expired"`) {
+			t.Errorf("the expired entry is not logged as such:\n%s", logs)
 		}
 	})
 }

@@ -22,6 +22,8 @@ var (
 	errBadCertificate = errors.New("tlsconf: unusable certificate from the CA")
 	errNoHTTP01       = errors.New("tlsconf: the CA offers no http-01 challenge")
 	errAuthzState     = errors.New("tlsconf: unexpected authorization state")
+	errInternal       = errors.New("tlsconf: internal error in the certificate manager")
+	errAlreadyDue     = errors.New("tlsconf: the new certificate is already due for renewal (check the clock and the renewal window)")
 )
 
 // IssueError is why the latest attempt to get a certificate failed. It is
@@ -31,13 +33,13 @@ var (
 type IssueError struct {
 	Domain string
 	// Stage is the step that failed: account, order, authorization,
-	// finalize or certificate.
+	// finalize or certificate, or internal for a recovered panic.
 	Stage string
 	// Type is the ACME error type without its
 	// "urn:ietf:params:acme:error:" prefix (connection, dns, unauthorized,
 	// rateLimited, …), or, when the CA sent none, one of timeout, tls,
-	// network, cache, bad_certificate, no_http01, authz_state, invalid or
-	// other.
+	// network, cache, bad_certificate, already_due, no_http01,
+	// authz_state, internal, invalid or other.
 	Type string
 	// Status is the HTTP status of the CA's error response, 0 if none.
 	Status int
@@ -109,6 +111,10 @@ func newIssueError(domain, stage string, err error, retryAt time.Time) *IssueErr
 		e.Type = "no_http01"
 	case errors.Is(err, errAuthzState):
 		e.Type = "authz_state"
+	case errors.Is(err, errAlreadyDue):
+		e.Type = "already_due"
+	case errors.Is(err, errInternal):
+		e.Type = "internal"
 	default:
 		e.Type = "other"
 	}

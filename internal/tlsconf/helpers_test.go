@@ -69,6 +69,13 @@ type testPair struct {
 // ACME manager holding it schedules no renewal during the test.
 func (ca *testCA) issue(t *testing.T, dnsName string) testPair {
 	t.Helper()
+	return ca.issueValid(t, dnsName, time.Now().Add(-time.Hour), time.Now().Add(90*24*time.Hour))
+}
+
+// issueValid signs an ECDSA P-256 leaf for dnsName valid from notBefore to
+// notAfter.
+func (ca *testCA) issueValid(t *testing.T, dnsName string, notBefore, notAfter time.Time) testPair {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -77,8 +84,8 @@ func (ca *testCA) issue(t *testing.T, dnsName string) testPair {
 		SerialNumber: randomSerial(t),
 		Subject:      pkix.Name{CommonName: dnsName},
 		DNSNames:     []string{dnsName},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(90 * 24 * time.Hour),
+		NotBefore:    notBefore,
+		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
