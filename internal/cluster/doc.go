@@ -50,7 +50,8 @@
 // # Liveness
 //
 // Every node broadcasts a heartbeat each second and a goodbye when it
-// leaves. A node not heard from for DeadAfter is gone: the phones here
+// leaves. A node not heard from for DeadAfter, and that does not answer
+// when asked directly, is gone: the phones here
 // whose binary was there are treated like phones in a grace period (4404 on
 // their next frame, 4404 "binary reclaimed server-id" when the binary
 // reclaims elsewhere, 1000 when the grace period passes), and the phones

@@ -273,6 +273,35 @@ func Start(cfg Config) (*Node, error) {
 type peerState struct {
 	seen     time.Time
 	instance string // the process behind the node id
+	checking bool   // silent for DeadAfter: being asked directly
+}
+
+// confirmGone asks a node whose heartbeats stopped whether it is there
+// (heartbeats can be late on a loaded machine; a node that answers is not
+// gone). No responder, or no answer within RequestTimeout, means gone.
+func (n *Node) confirmGone(node string) {
+	_, err := n.nc.Request(n.prefix+node, enc{kQuery}.str(""), n.cfg.RequestTimeout)
+	n.mu.Lock()
+	p, ok := n.peers[node]
+	if ok && err == nil {
+		p.seen, p.checking = time.Now(), false
+		n.peers[node] = p
+	}
+	n.mu.Unlock()
+	if !ok || err == nil {
+		return // answered, or already handled (goodbye, restart)
+	}
+	if !n.nc.IsConnected() {
+		// This node is the one cut off: it cannot tell. Ask again later.
+		n.mu.Lock()
+		if p, ok := n.peers[node]; ok {
+			p.checking = false
+			n.peers[node] = p
+		}
+		n.mu.Unlock()
+		return
+	}
+	n.nodeGone(node, "silent")
 }
 
 // BucketName is the ownership bucket's name for a cluster name: characters
@@ -413,17 +442,18 @@ func (n *Node) heartbeat() {
 			n.publish(n.all, enc{kHeartbeat}.str(n.self).str(n.instance))
 		}
 		now := time.Now()
-		var gone []string
+		var silent []string
 		n.mu.Lock()
 		for node, p := range n.peers {
-			if now.Sub(p.seen) > n.cfg.DeadAfter {
-				gone = append(gone, node)
-				delete(n.peers, node)
+			if now.Sub(p.seen) > n.cfg.DeadAfter && !p.checking {
+				p.checking = true
+				n.peers[node] = p
+				silent = append(silent, node)
 			}
 		}
 		n.mu.Unlock()
-		for _, node := range gone {
-			n.nodeGone(node, "silent")
+		for _, node := range silent {
+			go n.confirmGone(node)
 		}
 	}
 }
