@@ -123,7 +123,7 @@ type ACMEConfig struct {
 // All methods are safe for concurrent use.
 type ACME struct {
 	domain      string
-	cache       autocert.DirCache
+	cache       *fileCache
 	client      *acme.Client
 	email       string
 	log         *slog.Logger
@@ -195,7 +195,7 @@ func NewACME(cfg ACMEConfig) (*ACME, error) {
 	ctx, stop := context.WithCancel(context.Background())
 	a := &ACME{
 		domain:      domain,
-		cache:       autocert.DirCache(cfg.CacheDir),
+		cache:       newFileCache(cfg.CacheDir),
 		email:       cfg.Email,
 		log:         cfg.Log,
 		retryBase:   cfg.RetryBase,
@@ -617,9 +617,9 @@ func (a *ACME) obtain(ctx context.Context) (_ *tls.Certificate, stage string, er
 	// second write is lost, a restart finds the previous directory's
 	// record and orders again rather than serve a certificate as another
 	// directory's.
-	err = a.cache.Put(ctx, a.domain, encodeCached(der, key))
+	err = a.cache.put(a.domain, encodeCached(der, key))
 	if err == nil {
-		err = a.cache.Put(ctx, a.directoryName(), []byte(a.client.DirectoryURL+"\n"))
+		err = a.cache.put(a.directoryName(), []byte(a.client.DirectoryURL+"\n"))
 	}
 	if err != nil {
 		// The certificate is good: serve it rather than order another one
@@ -654,10 +654,10 @@ func (a *ACME) register(ctx context.Context) error {
 // accountKey reads the account key from the cache, or creates and stores
 // a P-256 one.
 func (a *ACME) accountKey(ctx context.Context) (crypto.Signer, error) {
-	data, err := a.cache.Get(ctx, accountKeyName)
+	data, err := a.cache.get(accountKeyName)
 	if errors.Is(err, autocert.ErrCacheMiss) {
 		// Older autocert versions stored the key under this name.
-		data, err = a.cache.Get(ctx, legacyAccountKeyName)
+		data, err = a.cache.get(legacyAccountKeyName)
 	}
 	if errors.Is(err, autocert.ErrCacheMiss) {
 		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -668,7 +668,7 @@ func (a *ACME) accountKey(ctx context.Context) (crypto.Signer, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := a.cache.Put(ctx, accountKeyName, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})); err != nil {
+		if err := a.cache.put(accountKeyName, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})); err != nil {
 			return nil, fmt.Errorf("%w: %w", errCache, err)
 		}
 		return key, nil
@@ -754,7 +754,7 @@ func (a *ACME) releasePending(urls []string) {
 // cannot use is logged (acme_cache_ignored) with the reason; a certificate
 // not yet valid by the local clock is served (see warnIfNotYetValid).
 func (a *ACME) loadCached() *tls.Certificate {
-	data, err := a.cache.Get(context.Background(), a.domain)
+	data, err := a.cache.get(a.domain)
 	if errors.Is(err, autocert.ErrCacheMiss) {
 		return nil
 	}
@@ -774,7 +774,7 @@ func (a *ACME) loadCached() *tls.Certificate {
 	// staging, after a trial) is not served. An entry without the record
 	// predates it (or was written by autocert) and is taken as the
 	// configured directory's.
-	if dir, err := a.cache.Get(context.Background(), a.directoryName()); err == nil {
+	if dir, err := a.cache.get(a.directoryName()); err == nil {
 		if got := strings.TrimSpace(string(dir)); got != a.client.DirectoryURL {
 			a.log.Warn("acme_cache_ignored", "domain", a.domain, "reason", "issued by another ACME directory",
 				"cached_directory", got)
