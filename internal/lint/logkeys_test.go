@@ -29,7 +29,8 @@ var allowedKeys = map[string]bool{
 	// ACME: the CA's error type and redacted explanation, never a key, token or key authorization
 	"domain": true, "acme_error": true, "detail": true, "failures": true, "retry_in": true, "renew_at": true,
 	"not_before": true, "clock_behind": true, "cached_directory": true, "expires_in": true,
-	"stack": true, // a recovered panic's stack trace (function names and offsets)
+	"kept_as": true, // the cache entry an unusable account key was moved to (a file name)
+	"stack":   true, // a recovered panic's stack trace (function names and offsets)
 	// cluster: node ids and cluster name (operator-chosen or random), never NATS URLs or credentials
 	"node": true, "cluster": true, "why": true, "orphaned_phones": true, "to": true, "ids": true,
 }

@@ -123,8 +123,10 @@ type ACMEConfig struct {
 // All methods are safe for concurrent use.
 type ACME struct {
 	domain      string
-	cache       autocert.DirCache
-	client      *acme.Client
+	cache       *fileCache
+	directory   string       // the ACME directory URL
+	httpClient  *http.Client // for the CA's API; shared by every client
+	client      *acme.Client // replaced by resetAccount; scheduler goroutine only, once started
 	email       string
 	log         *slog.Logger
 	retryBase   time.Duration
@@ -143,7 +145,8 @@ type ACME struct {
 	tokensMu sync.RWMutex
 	tokens   map[string]string // http-01 token → key authorization
 
-	registered bool // the account is registered; scheduler goroutine only
+	registered bool   // the account is registered; scheduler goroutine only
+	keyEntry   string // the cache entry client.Key was read from; scheduler goroutine only
 
 	now func() time.Time // the clock; time.Now but in tests
 
@@ -195,20 +198,16 @@ func NewACME(cfg ACMEConfig) (*ACME, error) {
 	ctx, stop := context.WithCancel(context.Background())
 	a := &ACME{
 		domain:      domain,
-		cache:       autocert.DirCache(cfg.CacheDir),
+		cache:       newFileCache(cfg.CacheDir),
 		email:       cfg.Email,
 		log:         cfg.Log,
 		retryBase:   cfg.RetryBase,
 		retryMax:    cfg.RetryMax,
 		renewBefore: cfg.RenewBefore,
-		client: &acme.Client{
-			DirectoryURL: dir,
-			HTTPClient:   newACMEHTTPClient(cfg.RootCAs),
-			UserAgent:    acmeUserAgent,
-			RetryBackoff: acmeRetryBackoff,
-		},
-		settled: make(chan struct{}),
-		tokens:  make(map[string]string),
+		directory:   dir,
+		httpClient:  newACMEHTTPClient(cfg.RootCAs),
+		settled:     make(chan struct{}),
+		tokens:      make(map[string]string),
 		failuresTotal: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: metricACMEFailures,
 			Help: "Failed attempts to obtain or renew the Let's Encrypt (ACME) certificate.",
@@ -222,6 +221,7 @@ func NewACME(cfg ACMEConfig) (*ACME, error) {
 		stopCtx: ctx,
 		done:    make(chan struct{}),
 	}
+	a.client = a.newClient()
 	if c := a.loadCached(); c != nil {
 		a.install(c)
 		a.log.Info("acme_certificate_loaded", "domain", a.domain, "not_after", c.Leaf.NotAfter)
@@ -291,7 +291,7 @@ func (a *ACME) Close() {
 		if a.started.Load() {
 			<-a.done
 		}
-		a.client.HTTPClient.CloseIdleConnections()
+		a.httpClient.CloseIdleConnections()
 	})
 }
 
@@ -528,7 +528,7 @@ func (a *ACME) attempt(ctx context.Context) {
 			"renew_at", a.renewAt(cert.Leaf).UTC().Format(time.RFC3339))
 		return
 	}
-	a.saveFailures(failureRecord{Directory: a.client.DirectoryURL, Recent: a.recent, Consecutive: failures,
+	a.saveFailures(failureRecord{Directory: a.directory, Recent: a.recent, Consecutive: failures,
 		RetryAt: failed.RetryAt, Stage: failed.Stage, Type: failed.Type, Status: failed.Status, Detail: failed.Detail})
 	a.failuresTotal.Inc()
 	retryIn := failed.RetryAt.Sub(now).Round(time.Millisecond).String()
@@ -550,7 +550,7 @@ func (a *ACME) obtainRecovered(ctx context.Context) (cert *tls.Certificate, stag
 	defer func() {
 		if p := recover(); p != nil {
 			a.log.Error("acme_panic", "domain", a.domain, "err", fmt.Sprint(p), "stack", string(debug.Stack()))
-			a.registered = false
+			a.resetAccount()
 			cert, stage, err = nil, "internal", fmt.Errorf("%w: %v", errInternal, p)
 		}
 	}()
@@ -566,14 +566,30 @@ func (a *ACME) install(c *tls.Certificate) {
 // obtain gets a new certificate: one order, one http-01 challenge per
 // pending authorization, then finalization with a fresh key. On failure it
 // reports the stage that failed and releases authorizations left pending.
+//
+// When the CA no longer knows the account or refuses it (see
+// accountProblem), the account state is reset, so that the next request
+// registers afresh; at the order, the first request signed by the account,
+// that happens at once and the order is placed again.
 func (a *ACME) obtain(ctx context.Context) (_ *tls.Certificate, stage string, err error) {
-	if !a.registered {
-		if err := a.register(ctx); err != nil {
-			return nil, "account", err
+	defer func() {
+		if err != nil && accountProblem(err) {
+			a.resetAccount()
 		}
-		a.registered = true
+	}()
+	if err := a.ensureAccount(ctx); err != nil {
+		return nil, "account", err
 	}
 	order, err := a.client.AuthorizeOrder(ctx, acme.DomainIDs(a.domain))
+	if err != nil && accountProblem(err) {
+		p := newIssueError(a.domain, "order", err, time.Time{})
+		a.log.Warn("acme_account_reset", "domain", a.domain, "acme_error", p.Type, "status", p.Status, "detail", p.Detail)
+		a.resetAccount()
+		if err := a.ensureAccount(ctx); err != nil {
+			return nil, "account", err
+		}
+		order, err = a.client.AuthorizeOrder(ctx, acme.DomainIDs(a.domain))
+	}
 	if err != nil {
 		return nil, "order", err
 	}
@@ -617,9 +633,9 @@ func (a *ACME) obtain(ctx context.Context) (_ *tls.Certificate, stage string, er
 	// second write is lost, a restart finds the previous directory's
 	// record and orders again rather than serve a certificate as another
 	// directory's.
-	err = a.cache.Put(ctx, a.domain, encodeCached(der, key))
+	err = a.cache.put(a.domain, encodeCached(der, key))
 	if err == nil {
-		err = a.cache.Put(ctx, a.directoryName(), []byte(a.client.DirectoryURL+"\n"))
+		err = a.cache.put(a.directoryName(), []byte(a.directory+"\n"))
 	}
 	if err != nil {
 		// The certificate is good: serve it rather than order another one
@@ -629,15 +645,82 @@ func (a *ACME) obtain(ctx context.Context) (_ *tls.Certificate, stage string, er
 	return cert, "", nil
 }
 
+// newClient is a client for the CA with no account state: no key, no
+// account URL, no directory read yet.
+func (a *ACME) newClient() *acme.Client {
+	return &acme.Client{
+		DirectoryURL: a.directory,
+		HTTPClient:   a.httpClient,
+		UserAgent:    acmeUserAgent,
+		RetryBackoff: acmeRetryBackoff,
+	}
+}
+
+// resetAccount forgets the account state: the next attempt reads the
+// account key from the cache again, reads the CA's directory again and
+// registers.
+func (a *ACME) resetAccount() {
+	a.registered = false
+	a.keyEntry = ""
+	a.client = a.newClient()
+}
+
+// accountProblem reports whether err is the CA saying it does not know the
+// account (accountDoesNotExist, or a 404) or refuses it (unauthorized: a
+// deactivated account, for one). Failed validations, which Let's Encrypt
+// also reports as unauthorized, come as an *acme.AuthorizationError or an
+// *acme.OrderError and are not account problems.
+func accountProblem(err error) bool {
+	var ae *acme.Error
+	if !errors.As(err, &ae) {
+		return false
+	}
+	typ := ae.ProblemType
+	return ae.StatusCode == http.StatusNotFound ||
+		typ == "urn:ietf:params:acme:error:accountDoesNotExist" || typ == "urn:ietf:params:acme:error:unauthorized"
+}
+
+// ensureAccount registers the account unless that is done. A key the CA
+// refuses to register (unauthorized: it belongs to a deactivated account)
+// is put aside and replaced by a new one, which is registered as a new
+// account.
+func (a *ACME) ensureAccount(ctx context.Context) error {
+	if a.registered {
+		return nil
+	}
+	err := a.register(ctx)
+	if err != nil && accountProblem(err) && a.keyEntry != "" {
+		var ae *acme.Error
+		if errors.As(err, &ae) && ae.ProblemType == "urn:ietf:params:acme:error:unauthorized" {
+			p := newIssueError(a.domain, "account", err, time.Time{})
+			keptAs := a.keyEntry + ".refused"
+			if rerr := a.cache.rename(a.keyEntry, keptAs); rerr != nil {
+				a.resetAccount()
+				return fmt.Errorf("%w: putting the refused account key aside: %w", errCache, rerr)
+			}
+			a.log.Error("acme_account_key_replaced", "domain", a.domain, "reason", "the CA refuses the account",
+				"acme_error", p.Type, "status", p.Status, "detail", p.Detail, "kept_as", keptAs)
+			a.resetAccount()
+			err = a.register(ctx)
+		}
+	}
+	if err != nil {
+		a.resetAccount()
+		return err
+	}
+	a.registered = true
+	return nil
+}
+
 // register loads or creates the account key and registers it with the CA
 // (an existing registration is fine).
 func (a *ACME) register(ctx context.Context) error {
 	if a.client.Key == nil {
-		key, err := a.accountKey(ctx)
+		key, entry, err := a.accountKey()
 		if err != nil {
 			return err
 		}
-		a.client.Key = key
+		a.client.Key, a.keyEntry = key, entry
 	}
 	acct := &acme.Account{}
 	if a.email != "" {
@@ -651,40 +734,54 @@ func (a *ACME) register(ctx context.Context) error {
 	return err
 }
 
-// accountKey reads the account key from the cache, or creates and stores
-// a P-256 one.
-func (a *ACME) accountKey(ctx context.Context) (crypto.Signer, error) {
-	data, err := a.cache.Get(ctx, accountKeyName)
+// accountKey reads the account key from the cache and returns it with the
+// entry it came from. With no key cached, it creates and stores a P-256
+// one. A cached key that cannot be parsed is logged at error, put aside
+// (its entry name with ".bad" appended) and replaced by a new one.
+func (a *ACME) accountKey() (crypto.Signer, string, error) {
+	entry := accountKeyName
+	data, err := a.cache.get(entry)
 	if errors.Is(err, autocert.ErrCacheMiss) {
 		// Older autocert versions stored the key under this name.
-		data, err = a.cache.Get(ctx, legacyAccountKeyName)
+		entry = legacyAccountKeyName
+		data, err = a.cache.get(entry)
 	}
 	if errors.Is(err, autocert.ErrCacheMiss) {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			return nil, err
-		}
-		der, err := x509.MarshalECPrivateKey(key)
-		if err != nil {
-			return nil, err
-		}
-		if err := a.cache.Put(ctx, accountKeyName, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})); err != nil {
-			return nil, fmt.Errorf("%w: %w", errCache, err)
-		}
-		return key, nil
+		return a.newAccountKey()
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errCache, err)
+		return nil, "", fmt.Errorf("%w: %w", errCache, err)
 	}
-	block, _ := pem.Decode(data)
-	if block == nil {
-		return nil, fmt.Errorf("%w: the account key is not PEM", errCache)
+	var reason string
+	if block, _ := pem.Decode(data); block == nil {
+		reason = "not PEM"
+	} else if key, err := parseKey(block); err != nil {
+		reason = "cannot be parsed: " + err.Error()
+	} else {
+		return key, entry, nil
 	}
-	key, err := parseKey(block)
+	keptAs := entry + ".bad"
+	if err := a.cache.rename(entry, keptAs); err != nil {
+		return nil, "", fmt.Errorf("%w: the account key %s, and putting it aside failed: %w", errCache, reason, err)
+	}
+	a.log.Error("acme_account_key_unreadable", "domain", a.domain, "reason", reason, "kept_as", keptAs)
+	return a.newAccountKey()
+}
+
+// newAccountKey creates a P-256 account key and stores it in the cache.
+func (a *ACME) newAccountKey() (crypto.Signer, string, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, fmt.Errorf("%w: the account key cannot be parsed", errCache)
+		return nil, "", err
 	}
-	return key, nil
+	der, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := a.cache.put(accountKeyName, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})); err != nil {
+		return nil, "", fmt.Errorf("%w: %w", errCache, err)
+	}
+	return key, accountKeyName, nil
 }
 
 // authorize satisfies one authorization with its http-01 challenge and
@@ -754,7 +851,7 @@ func (a *ACME) releasePending(urls []string) {
 // cannot use is logged (acme_cache_ignored) with the reason; a certificate
 // not yet valid by the local clock is served (see warnIfNotYetValid).
 func (a *ACME) loadCached() *tls.Certificate {
-	data, err := a.cache.Get(context.Background(), a.domain)
+	data, err := a.cache.get(a.domain)
 	if errors.Is(err, autocert.ErrCacheMiss) {
 		return nil
 	}
@@ -774,8 +871,8 @@ func (a *ACME) loadCached() *tls.Certificate {
 	// staging, after a trial) is not served. An entry without the record
 	// predates it (or was written by autocert) and is taken as the
 	// configured directory's.
-	if dir, err := a.cache.Get(context.Background(), a.directoryName()); err == nil {
-		if got := strings.TrimSpace(string(dir)); got != a.client.DirectoryURL {
+	if dir, err := a.cache.get(a.directoryName()); err == nil {
+		if got := strings.TrimSpace(string(dir)); got != a.directory {
 			a.log.Warn("acme_cache_ignored", "domain", a.domain, "reason", "issued by another ACME directory",
 				"cached_directory", got)
 			return nil

@@ -80,11 +80,11 @@ func TestACMEReadsLegacyAccountKeyName(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := newTestACME(t, ACMEConfig{CacheDir: dir})
-	got, err := a.accountKey(t.Context())
+	got, entry, err := a.accountKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !key.PublicKey.Equal(got.Public()) {
-		t.Error("a new account key was made instead of reading acme_account.key")
+	if !key.PublicKey.Equal(got.Public()) || entry != "acme_account.key" {
+		t.Errorf("key from %q: a new account key was made instead of reading acme_account.key", entry)
 	}
 }

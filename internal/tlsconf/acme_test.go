@@ -369,18 +369,57 @@ func TestIssueErrorClassification(t *testing.T) {
 	}
 }
 
+// Details as Let's Encrypt (Boulder) and pebble word them. Tokens, key
+// authorizations and JWS fragments are removed; URLs, including the
+// documentation and unpause links an operator needs, stay readable.
 func TestRedact(t *testing.T) {
-	long := strings.Repeat("é", 400)
-	for in, want := range map[string]string{
-		"Invalid response from http://x/.well-known/acme-challenge/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA: 404": "Invalid response from http://x/.well-known/acme-challenge/[redacted]: 404",
-		"key authorization \"tok_-tok_-tok_-tok_-tok_-tok.thumb_thumb_thumb_thumb_th\"":                              "key authorization \"[redacted].[redacted]\"",
-		"DNS problem: NXDOMAIN looking up A for relay.example.com":                                                   "DNS problem: NXDOMAIN looking up A for relay.example.com",
-		"line\nbreak\x1b[31m": "line break [31m",
+	const (
+		token      = "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0" // 43 base64url characters, as Let's Encrypt makes them
+		thumbprint = "9jg46WB3rR_AHD-EBXdN7cBkH1WOu0tA3M9fm21mqTI"
+		shortToken = "aB3dE5gH7jK9mN1pQ3sT5v" // 22 characters: the 128 bits RFC 8555 asks for at least
+		jwt        = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJhcGkiOiJ2MSIsImlkZW50cyI6InJlbGF5LmV4YW1wbGUuY29tIn0.Zm9vYmFyYmF6cXV4cXV1eGNvcmdlZ3JhdWx0Z2FycGx5"
+		protected  = "eyJhbGciOiJFUzI1NiIsIm5vbmNlIjoiYWJjIn0"
+	)
+	for _, tc := range []struct{ name, in, want string }{
+		{"unpause link",
+			"Your account is temporarily prevented from requesting certificates for relay.example.com and possibly others. Please visit: https://portal.letsencrypt.org/sfe/v1/unpause?jwt=" + jwt,
+			"Your account is temporarily prevented from requesting certificates for relay.example.com and possibly others. Please visit: https://portal.letsencrypt.org/sfe/v1/unpause?jwt=[redacted]"},
+		{"rate limit with documentation link",
+			"too many certificates (5) already issued for this exact set of identifiers in the last 168h0m0s, retry after 2026-12-03 10:00:00 UTC: see https://letsencrypt.org/docs/rate-limits/#new-certificates-per-exact-set-of-identifiers",
+			"too many certificates (5) already issued for this exact set of identifiers in the last 168h0m0s, retry after 2026-12-03 10:00:00 UTC: see https://letsencrypt.org/docs/rate-limits/#new-certificates-per-exact-set-of-identifiers"},
+		{"failed validation",
+			"203.0.113.7: Invalid response from http://relay.example.com/.well-known/acme-challenge/" + token + ": 404",
+			"203.0.113.7: Invalid response from http://relay.example.com/.well-known/acme-challenge/[redacted]: 404"},
+		{"short token in the challenge path",
+			"127.0.0.1: Fetching http://relay.example.com/.well-known/acme-challenge/" + shortToken + ": Connection refused",
+			"127.0.0.1: Fetching http://relay.example.com/.well-known/acme-challenge/[redacted]: Connection refused"},
+		{"key authorization",
+			`The key authorization file from the server did not match this challenge. Expected "` + token + "." + thumbprint + `" (got "hello world")`,
+			`The key authorization file from the server did not match this challenge. Expected "[redacted]" (got "hello world")`},
+		{"token in a query value",
+			"see https://ca.example.test/acme/chall/123?token=" + token + "&lang=en",
+			"see https://ca.example.test/acme/chall/123?token=[redacted]&lang=en"},
+		{"JWS fragment",
+			`Unable to validate JWS :: JWS verification error: protected "` + protected + `" is not valid`,
+			`Unable to validate JWS :: JWS verification error: protected "[redacted]" is not valid`},
+		{"user information in a URL",
+			"Fetching https://user:hunter2@relay.example.com/x failed",
+			"Fetching https://[redacted]@relay.example.com/x failed"},
+		{"account URL",
+			"Account https://acme-v02.api.letsencrypt.org/acme/acct/1234567890 is not valid, has status \"deactivated\"",
+			"Account https://acme-v02.api.letsencrypt.org/acme/acct/1234567890 is not valid, has status \"deactivated\""},
+		{"CAA", "CAA record for relay.example.com prevents issuance", "CAA record for relay.example.com prevents issuance"},
+		{"DNS", "DNS problem: NXDOMAIN looking up A for relay.example.com - check that a DNS record exists for this domain",
+			"DNS problem: NXDOMAIN looking up A for relay.example.com - check that a DNS record exists for this domain"},
+		{"control characters", "line\nbreak\x1b[31m", "line break [31m"},
 	} {
-		if got := redact(in); got != want {
-			t.Errorf("redact(%q) = %q, want %q", in, got, want)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			if got := redact(tc.in); got != tc.want {
+				t.Errorf("redact(%q)\n got %q\nwant %q", tc.in, got, tc.want)
+			}
+		})
 	}
+	long := strings.Repeat("é", 400)
 	if got := redact(long); len(got) > maxDetail+len("…") || !strings.HasSuffix(got, "…") || !strings.HasPrefix(got, "é") {
 		t.Errorf("long detail cut to %d bytes: %q", len(got), got)
 	}

@@ -29,7 +29,8 @@ var (
 // IssueError is why the latest attempt to get a certificate failed. It is
 // what handshakes get while there is no certificate, and what acme_failed
 // logs. It holds no key, token or key authorization: Detail is the CA's
-// explanation with every long base64url run (tokens, thumbprints) removed.
+// explanation with anything that could be a secret (challenge tokens, key
+// authorizations, JWS fragments) removed; see redact.
 type IssueError struct {
 	Domain string
 	// Stage is the step that failed: account, order, authorization,
@@ -139,14 +140,41 @@ func (e *IssueError) fromProblem(ae *acme.Error) {
 // anything else from the CA is reported as "other".
 var problemTypeRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]{0,39}$`)
 
-// secretish matches runs that could be a challenge token, a key
-// authorization half or a key thumbprint (43 base64url characters each).
-var secretish = regexp.MustCompile(`[A-Za-z0-9_-]{24,}`)
+// challengePathRE matches an http-01 challenge path; the segment after it
+// is the challenge token, whatever its length.
+var challengePathRE = regexp.MustCompile(`(/\.well-known/acme-challenge/)[A-Za-z0-9_-]+`)
 
-// redact removes token-like runs from a CA's detail text, turns control
-// characters into spaces and cuts the result to maxDetail bytes.
+// urlRE matches a URL (scheme, authority, then path, query and fragment).
+var urlRE = regexp.MustCompile(`(?i)\b[a-z][a-z0-9+.-]*://([^/?#\s"'<>()\[\]{}]*)([^\s"'<>()\[\]{}]*)`)
+
+// dottedRunRE matches base64url runs joined by dots: a word or host name,
+// a JWS or JWT (header.payload.signature), a key authorization
+// (token.thumbprint).
+var dottedRunRE = regexp.MustCompile(`[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*`)
+
+// redact removes what could be a secret from a CA's detail text (challenge
+// tokens, key authorizations, JWS and JWT fragments, a URL's user
+// information), turns control characters into spaces and cuts the result to
+// maxDetail bytes. Everything else stays readable, URLs included: a scheme,
+// a host, the words of a path (Let's Encrypt's documentation and unpause
+// links) are never removed.
 func redact(s string) string {
-	s = secretish.ReplaceAllString(s, "[redacted]")
+	s = challengePathRE.ReplaceAllString(s, "${1}[redacted]")
+	var b strings.Builder
+	last := 0
+	for _, m := range urlRE.FindAllStringSubmatchIndex(s, -1) {
+		b.WriteString(redactRuns(s[last:m[0]]))
+		authority := s[m[2]:m[3]]
+		if i := strings.LastIndexByte(authority, '@'); i >= 0 {
+			authority = "[redacted]" + authority[i:]
+		}
+		b.WriteString(s[m[0]:m[2]]) // the scheme
+		b.WriteString(authority)
+		b.WriteString(redactRuns(s[m[4]:m[5]]))
+		last = m[1]
+	}
+	b.WriteString(redactRuns(s[last:]))
+	s = b.String()
 	s = strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f {
 			return ' '
@@ -161,4 +189,29 @@ func redact(s string) string {
 		s = s[:cut] + "…"
 	}
 	return strings.TrimSpace(s)
+}
+
+// redactRuns replaces each dotted base64url run holding a secret-like part
+// by "[redacted]".
+func redactRuns(s string) string {
+	return dottedRunRE.ReplaceAllStringFunc(s, func(run string) string {
+		for part := range strings.SplitSeq(run, ".") {
+			if secretLike(part) {
+				return "[redacted]"
+			}
+		}
+		return run
+	})
+}
+
+// secretLike reports whether a base64url run could be a secret: a JWS or
+// JWT part (base64url JSON, starting "eyJ"), or a run of 40 or more
+// characters with an upper-case letter or an underscore (a challenge token,
+// a key thumbprint, a signature: 43 or more random base64url characters).
+// Words, host names, hex digests and numbers are kept.
+func secretLike(part string) bool {
+	if strings.HasPrefix(part, "eyJ") && len(part) >= 16 {
+		return true
+	}
+	return len(part) >= 40 && strings.ContainsFunc(part, func(r rune) bool { return r == '_' || (r >= 'A' && r <= 'Z') })
 }

@@ -1,13 +1,11 @@
 package tlsconf
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"time"
 
 	"golang.org/x/crypto/acme"
-	"golang.org/x/crypto/acme/autocert"
 )
 
 const (
@@ -90,7 +88,7 @@ func retryAfterOf(err error) time.Duration {
 func (a *ACME) saveFailures(rec failureRecord) {
 	data, err := json.Marshal(rec)
 	if err == nil {
-		err = a.cache.Put(context.Background(), a.failuresName(), data)
+		err = a.cache.put(a.failuresName(), data)
 	}
 	if err != nil {
 		a.log.Warn("acme_cache_failed", "domain", a.domain, "err", err)
@@ -99,7 +97,7 @@ func (a *ACME) saveFailures(rec failureRecord) {
 
 // clearFailures removes the record after a success.
 func (a *ACME) clearFailures() {
-	if err := a.cache.Delete(context.Background(), a.failuresName()); err != nil && !errors.Is(err, autocert.ErrCacheMiss) {
+	if err := a.cache.remove(a.failuresName()); err != nil {
 		a.log.Warn("acme_cache_failed", "domain", a.domain, "err", err)
 	}
 }
@@ -108,7 +106,7 @@ func (a *ACME) clearFailures() {
 // for another directory (whose rate limits are not this one's) or one that
 // cannot be read is ignored.
 func (a *ACME) loadFailures() {
-	data, err := a.cache.Get(context.Background(), a.failuresName())
+	data, err := a.cache.get(a.failuresName())
 	if err != nil {
 		return
 	}
