@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pyrycode/pyrycode-relay/internal/wire"
@@ -427,6 +429,24 @@ func TestNATSClusterLosesAServer(t *testing.T) {
 		return startNodeCfg(t, Config{URLs: urls, Name: "t11", Grace: cfg.Grace, Replicas: 3, Heartbeat: 200 * time.Millisecond,
 			DeadAfter: 1500 * time.Millisecond, RequestTimeout: 3 * time.Second, ConnectTimeout: 30 * time.Second, Log: verboseLog(t)}, cfg, verboseLog(t))
 	}
+	// The bucket is made first, retried while the new JetStream cluster
+	// settles its meta leader (slow on a loaded machine); the nodes then
+	// use it as it is.
+	nc, err := nats.Connect(urls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventuallyWithin(t, 90*time.Second, "ownership bucket with 3 replicas", func() bool {
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		_, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: BucketName("t11"), History: 1, Replicas: 3, Storage: jetstream.FileStorage})
+		return err == nil || errors.Is(err, jetstream.ErrBucketExists)
+	})
 	a, b := mk(), mk()
 	// JetStream may still be placing the bucket's replicas: a claim meanwhile
 	// is refused with 1013 (never 4409) and retried, as the daemon would.
