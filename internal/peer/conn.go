@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pyrycode/pyrycode-relay/internal/bufpool"
+	"github.com/pyrycode/pyrycode-relay/internal/evloop"
 )
 
 // Errors returned by Send and SendWait.
@@ -41,6 +42,10 @@ type Options struct {
 	// OnWritten, when set, is called by the writer for every data frame
 	// written whose buffer carries a Stamp.
 	OnWritten func(stamp int64)
+	// Loops, when set, serves plain TCP connections on these event loops
+	// (Start) instead of a reader goroutine each; other connections (TLS)
+	// keep their goroutine. See loop_linux.go.
+	Loops *evloop.Group
 	// Reasons used when the connection closes itself. ReasonInvalidUTF8
 	// answers a close frame whose reason is not valid UTF-8 (1007).
 	ReasonProtocol, ReasonTooBig, ReasonHeartbeat, ReasonMessageTimeout, ReasonInvalidUTF8 Close
@@ -166,6 +171,11 @@ type Conn struct {
 	spaceCh chan struct{}   // closed when queued drops below budget
 	closeCh chan struct{}   // closed when the state leaves stOpen; made on demand
 	probes  []chan struct{} // closed by the next pong
+
+	// Event-loop mode (nil ls: a reader goroutine, Run).
+	ls     *loopConn
+	lwork  uint8 // work posted to the loop (loop_linux.go)
+	lflush bool  // the loop holds the writer role
 }
 
 // New wraps nc, an upgraded connection; pending holds bytes the client sent
@@ -184,6 +194,9 @@ func New(nc net.Conn, pending []byte, opt *Options) *Conn {
 			c.raw = raw
 			c.rawRead = c.readReady
 			c.rawWriteFn = c.writeOnce
+			if opt.Loops != nil {
+				c.ls = newLoopConn(c)
+			}
 		}
 	}
 	return c
@@ -237,7 +250,15 @@ func (c *Conn) Open() bool {
 // Run reads the connection until it ends, delivering data messages to h,
 // then closes the socket and releases everything the connection holds. It
 // returns how the connection ended.
+//
+// A connection made for an event loop is served there (see Start) while
+// Run waits for it to end.
 func (c *Conn) Run(h Handler) CloseInfo {
+	if c.ls != nil {
+		ch := make(chan CloseInfo, 1)
+		c.Start(h, func(ci CloseInfo) { ch <- ci })
+		return <-ch
+	}
 	c.startHeartbeat()
 	end := c.readLoop(h)
 	flush := end.flush
@@ -274,6 +295,11 @@ func (c *Conn) Abort(cl Close) {
 	c.mu.Lock()
 	c.setInfoLocked(CloseInfo{Code: cl.Code, Dropped: true})
 	c.leaveOpenLocked()
+	if c.ls != nil {
+		c.ls.abortLocked()
+		c.mu.Unlock()
+		return
+	}
 	c.mu.Unlock()
 	c.nc.Close()
 }
@@ -391,7 +417,12 @@ func (c *Conn) ReleaseWrites() {
 // Buffered reports whether more input is already buffered after the
 // message being handled: more messages are coming at once. Only the
 // connection's handler (on its reader goroutine) may call it.
-func (c *Conn) Buffered() bool { return c.r < c.w }
+func (c *Conn) Buffered() bool {
+	if c.ls != nil {
+		return c.ls.buffered()
+	}
+	return c.r < c.w
+}
 
 // Options returns the options the connection was made with.
 func (c *Conn) Options() *Options { return c.opt }
@@ -445,6 +476,17 @@ func (c *Conn) dropDataLocked() {
 	}
 	clear(c.q[len(kept):])
 	c.q = kept
+}
+
+// dropAllLocked releases every queued frame, control frames included.
+func (c *Conn) dropAllLocked() {
+	for _, it := range c.q {
+		c.addQueuedLocked(-it.cost) // 0 for control frames
+		it.buf.Release()
+	}
+	clear(c.q)
+	c.q = c.q[:0]
+	c.ctl = nil
 }
 
 func (c *Conn) wakeSpaceLocked() {

@@ -36,6 +36,10 @@ var idleWriters = make(chan *Conn)
 const writerIdle = 5 * time.Second
 
 func startWriter(c *Conn) {
+	if c.ls != nil {
+		c.ls.requestFlush() // the event loop writes
+		return
+	}
 	select {
 	case idleWriters <- c:
 	default:
@@ -94,7 +98,9 @@ func (c *Conn) enqueueUnlock(it item, now bool) {
 	// one non-blocking system call that never waits (EAGAIN leaves the
 	// frame to a writer, which sets a fresh deadline for every write).
 	c.wbuf, c.wn, c.werr = frame, 0, nil
-	if err := c.raw.Control(c.rawWriteFn); err != nil && c.werr == nil {
+	if c.ls != nil {
+		c.ls.inlineWrite(c) // the loop's descriptor stays open while we write
+	} else if err := c.raw.Control(c.rawWriteFn); err != nil && c.werr == nil {
 		c.werr = err
 	}
 	n, err := c.wn, c.werr
@@ -133,6 +139,13 @@ func (c *Conn) enqueueUnlock(it item, now bool) {
 			close(c.wexit)
 			c.wexit = nil
 		}
+		if c.ls != nil {
+			c.ls.writerDoneLocked()
+		}
+	}
+	if err != nil && c.ls != nil {
+		c.ls.abortLocked() // the loop tears the connection down
+		err = nil
 	}
 	c.mu.Unlock()
 	if err != nil {
@@ -146,7 +159,7 @@ func (c *Conn) enqueueUnlock(it item, now bool) {
 // payload, where the header is then written (the bytes there, an envelope's
 // prefix, are no longer needed). Otherwise it returns nil.
 func (c *Conn) inlineFrame(it item) []byte {
-	if c.raw == nil || c.writing || len(c.q) > 0 || len(c.ctl) > 0 || it.buf == nil || len(it.data) == 0 {
+	if !c.canInlineLocked() || c.writing || len(c.q) > 0 || len(c.ctl) > 0 || it.buf == nil || len(it.data) == 0 {
 		return nil
 	}
 	b := it.buf.B
@@ -157,6 +170,14 @@ func (c *Conn) inlineFrame(it item) []byte {
 	}
 	putHeader(b[off-hl:], it.op, len(it.data))
 	return b[off-hl : off+len(it.data)]
+}
+
+// canInlineLocked reports whether the socket can be written inline.
+func (c *Conn) canInlineLocked() bool {
+	if c.ls != nil {
+		return c.ls.canInlineLocked()
+	}
+	return c.raw != nil
 }
 
 // writeOnce is the RawConn.Control callback of an inline write: one
