@@ -359,6 +359,25 @@ func (c *Conn) SendWait(buf *bufpool.Buf, data []byte, cancel <-chan struct{}, n
 	}
 }
 
+// TrySend queues a text message as SendWait does, but never waits: it
+// fails with ErrQueueFull, queueing nothing, where SendWait would wait (the
+// queue at or over its budget). Ownership of buf and now are as for Send.
+func (c *Conn) TrySend(buf *bufpool.Buf, data []byte, now bool) error {
+	c.mu.Lock()
+	if c.state != stOpen {
+		c.mu.Unlock()
+		return ErrClosed
+	}
+	if c.queued >= c.opt.QueueBytes {
+		c.mu.Unlock()
+		return ErrQueueFull
+	}
+	cost := costOf(buf, data)
+	c.addQueuedLocked(cost)
+	c.enqueueUnlock(item{op: OpText, data: data, buf: buf, cost: cost}, now)
+	return nil
+}
+
 // Probe pings the peer and reports whether a pong arrives within timeout.
 // It reports false as soon as the connection begins to close.
 func (c *Conn) Probe(timeout time.Duration) bool {

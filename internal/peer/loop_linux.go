@@ -257,8 +257,14 @@ func (ls *loopConn) input(p []byte) {
 			}
 			ls.h.HandleMessage(c, op, buf, payload)
 			if ls.paused {
+				// Time spent parked is the relay's, not the peer's:
+				// the message deadline starts afresh on resume.
 				ls.save(p)
 				ls.rest = 0
+				if ls.msgT {
+					ls.l.Stop(&ls.readT)
+					ls.msgT, ls.timed = false, false
+				}
 				ls.setEvents()
 				return
 			}
