@@ -10,10 +10,12 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"sync"
 	"time"
 
 	"github.com/pyrycode/pyrycode-relay/internal/config"
+	"github.com/pyrycode/pyrycode-relay/internal/evloop"
 	"github.com/pyrycode/pyrycode-relay/internal/limits"
 	"github.com/pyrycode/pyrycode-relay/internal/metrics"
 	"github.com/pyrycode/pyrycode-relay/internal/push"
@@ -85,6 +87,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 
 	forward := metrics.NewForwardHistogram()
+	relayOpts := []relay.Option{relay.WithForwardObserver(forward.Observe), relay.WithPush(pusher)}
+	if cfg.IO == "loop" {
+		// About one loop per core; they live as long as the process.
+		loops, err := evloop.NewGroup(runtime.GOMAXPROCS(0))
+		if err != nil {
+			fmt.Fprintf(stderr, "pyrycode-relay: --io loop: %v\n", err)
+			return exitFailed
+		}
+		defer loops.Close()
+		relayOpts = append(relayOpts, relay.WithLoops(loops))
+	}
 	srv := relay.New(relay.Config{
 		Version:           version,
 		Grace:             cfg.Grace,
@@ -98,7 +111,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		PhoneQueueBytes:   cfg.PhoneQueueBytes,
 		BinaryQueueBytes:  cfg.PhoneQueueBytes,
 		MaxQueuedBytes:    cfg.MaxQueuedBytes,
-	}, log, relay.WithForwardObserver(forward.Observe), relay.WithPush(pusher))
+	}, log, relayOpts...)
 	mets := metrics.New(srv, srv.IDCounts, metrics.Options{Forward: forward, Log: log})
 	if err := mets.Register(pusher.Collectors()...); err != nil {
 		fmt.Fprintf(stderr, "pyrycode-relay: metrics: %v\n", err)
