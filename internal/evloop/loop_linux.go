@@ -4,8 +4,13 @@ package evloop
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"os"
 	"sync"
+	"syscall"
+	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -22,6 +27,12 @@ const (
 // timer heap.
 type Loop struct {
 	epfd, evfd int
+	// The epoll descriptor is itself waited on through the Go poller: the
+	// loop's goroutine parks there (holding no thread) when nothing is
+	// ready, and its deadline is the earliest timer.
+	file     *os.File
+	raw      syscall.RawConn
+	deadline int64 // the file's read deadline (Now units); 0 for none
 
 	mu       sync.Mutex
 	tasks    []Task
@@ -89,8 +100,22 @@ func newLoop() (*Loop, error) {
 		unix.Close(evfd)
 		return nil, fmt.Errorf("evloop: epoll_ctl: %w", err)
 	}
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
+		unix.Close(evfd)
+		return nil, fmt.Errorf("evloop: epoll descriptor: %w", err)
+	}
+	file := os.NewFile(uintptr(epfd), "evloop")
+	raw, err := file.SyscallConn()
+	if err != nil {
+		file.Close()
+		unix.Close(evfd)
+		return nil, fmt.Errorf("evloop: epoll descriptor: %w", err)
+	}
 	return &Loop{
 		epfd:   epfd,
+		file:   file,
+		raw:    raw,
 		evfd:   evfd,
 		awake:  true,
 		buf:    make([]byte, BufSize),
@@ -171,23 +196,29 @@ func (l *Loop) Stop(t *Timer) { l.timers.remove(t) }
 
 func (l *Loop) run() {
 	defer close(l.done)
-	defer unix.Close(l.epfd)
+	defer l.file.Close()
 	defer unix.Close(l.evfd)
+	var n int
+	var err error
+	wait := func(uintptr) bool {
+		n, err = l.poll()
+		return n != 0 || err != nil
+	}
 	for {
 		if l.runTasks() {
 			return
 		}
-		timeout := -1
-		if t := l.timers.first(); t != nil {
-			d := t.when - Now()
-			switch {
-			case d <= 0:
-				timeout = 0
-			default:
-				timeout = int((d + 999_999) / 1_000_000) // round up: never early
+		// Look without sleeping (a raw call: it never blocks); when
+		// nothing is ready, park on the Go poller until the epoll
+		// descriptor is readable or the next timer is due. The loop
+		// never holds a thread while it waits.
+		n, err = l.poll()
+		if n == 0 && err == nil && !l.timerDue() {
+			l.setDeadline()
+			if werr := l.raw.Read(wait); werr != nil && !errors.Is(werr, os.ErrDeadlineExceeded) {
+				panic(fmt.Sprintf("evloop: waiting on epoll: %v", werr))
 			}
 		}
-		n, err := unix.EpollWait(l.epfd, l.events, timeout)
 		l.mu.Lock()
 		l.awake, l.notified = true, false
 		l.mu.Unlock()
@@ -210,6 +241,39 @@ func (l *Loop) run() {
 		}
 		l.fireTimers()
 	}
+}
+
+// poll is epoll_wait without blocking, as a raw system call.
+func (l *Loop) poll() (int, error) {
+	r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_WAIT, uintptr(l.epfd), uintptr(unsafe.Pointer(&l.events[0])), uintptr(len(l.events)), 0, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
+}
+
+// timerDue reports whether the earliest timer is due.
+func (l *Loop) timerDue() bool {
+	t := l.timers.first()
+	return t != nil && t.when <= Now()
+}
+
+// setDeadline makes the wait end when the earliest timer is due, touching
+// the runtime's timer only when that changes.
+func (l *Loop) setDeadline() {
+	var when int64
+	if t := l.timers.first(); t != nil {
+		when = t.when
+	}
+	if when == l.deadline {
+		return
+	}
+	l.deadline = when
+	var d time.Time
+	if when != 0 {
+		d = epoch.Add(time.Duration(when))
+	}
+	_ = l.file.SetReadDeadline(d)
 }
 
 // runTasks runs posted tasks until none is left, then marks the loop as

@@ -3,9 +3,7 @@
 package peer
 
 import (
-	"syscall"
 	"time"
-	"unsafe"
 
 	"github.com/pyrycode/pyrycode-relay/internal/bufpool"
 	"github.com/pyrycode/pyrycode-relay/internal/evloop"
@@ -216,10 +214,7 @@ func (ls *loopConn) OnEvents(ev uint32) {
 	}
 	buf := ls.l.Buf()
 	for {
-		n, err := unix.Read(ls.fd, buf)
-		if err == unix.EINTR {
-			continue
-		}
+		n, err := evloop.Read(ls.fd, buf)
 		if err == unix.EAGAIN {
 			return
 		}
@@ -534,22 +529,12 @@ func (ls *loopConn) writeSome() (bool, error) {
 			iov = append(iov, unix.Iovec{Base: &part[0], Len: uint64(len(part))})
 		}
 	}
-	var n int
-	if len(iov) > 0 {
-		for {
-			r, _, e := unix.Syscall(unix.SYS_WRITEV, uintptr(ls.fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
-			if e == unix.EINTR {
-				continue
-			}
-			if e == unix.EAGAIN {
-				return false, nil
-			}
-			if e != 0 {
-				return false, syscall.Errno(e)
-			}
-			n = int(r)
-			break
-		}
+	n, err := evloop.Writev(ls.fd, iov)
+	if err == unix.EAGAIN {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
 	}
 	// Retire what was written.
 	written, sentClose := 0, false
@@ -721,18 +706,13 @@ func (ls *loopConn) tryFinish() {
 // inlineWrite is one non-blocking write of wbuf on the loop's socket, from
 // the goroutine that holds the writer role (so the socket stays open).
 func (ls *loopConn) inlineWrite(c *Conn) {
-	for {
-		n, err := unix.Write(ls.fd, c.wbuf)
-		switch err {
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-		case nil:
-			c.wn = n
-		default:
-			c.werr = err
-		}
-		return
+	n, err := evloop.Write(ls.fd, c.wbuf)
+	switch err {
+	case unix.EAGAIN:
+	case nil:
+		c.wn = n
+	default:
+		c.werr = err
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 )
 
 // maxBatch bounds the frames flushed by one vectored write, and writeChunk
@@ -163,9 +164,13 @@ func (c *Conn) inlineFrame(it item) []byte {
 		return nil
 	}
 	b := it.buf.B
-	off := cap(b) - cap(it.data) // where the payload starts, if it lies in b
+	// Where the payload starts, if it lies in b. Computed from the
+	// addresses, not the capacities: a payload cut out of a message with a
+	// full slice expression (the envelope parser's frame) has no spare
+	// capacity, yet lies inside b all the same.
+	off := int(uintptr(unsafe.Pointer(unsafe.SliceData(it.data))) - uintptr(unsafe.Pointer(unsafe.SliceData(b))))
 	hl := headerLen(len(it.data))
-	if off < hl || off >= len(b) || &b[off] != &it.data[0] {
+	if off < hl || off >= len(b) || len(it.data) > len(b)-off || &b[off] != &it.data[0] {
 		return nil
 	}
 	putHeader(b[off-hl:], it.op, len(it.data))
