@@ -236,7 +236,15 @@ func (r *runner) runIdle() (*Result, error) {
 	}
 	conns := len(r.binaries) + len(r.phones)
 	hold := r.openWindow()
-	sleepCtx(r.ctx, cfg.Hold)
+	var early procSample
+	earlyOK := false
+	if cfg.IdleAt > 0 && cfg.IdleAt < cfg.Hold {
+		sleepCtx(r.ctx, cfg.IdleAt)
+		early, earlyOK = r.relaySample()
+		sleepCtx(r.ctx, cfg.Hold-cfg.IdleAt)
+	} else {
+		sleepCtx(r.ctx, cfg.Hold)
+	}
 	held, heldOK := r.relaySample()
 	holdCPU := 0.0
 	if heldOK && hold.relayOK {
@@ -270,6 +278,11 @@ func (r *runner) runIdle() (*Result, error) {
 		rs.RSSPeak = max(rs.RSSPeak, held.RSS)
 		rs.RSSPerConn = float64(held.RSS-rs.RSSBefore) / float64(conns)
 		rs.HoldCPUSeconds = holdCPU
+		if earlyOK {
+			rs.IdleAt = cfg.IdleAt.Seconds()
+			rs.RSSIdleAt = early.RSS
+			rs.RSSPerConnIdleAt = float64(early.RSS-rs.RSSBefore) / float64(conns)
+		}
 	}
 	return r.finish(res), nil
 }
