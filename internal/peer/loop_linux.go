@@ -3,6 +3,7 @@
 package peer
 
 import (
+	"sync"
 	"time"
 
 	"github.com/pyrycode/pyrycode-relay/internal/bufpool"
@@ -47,14 +48,22 @@ type loopConn struct {
 	wpos int
 	woff int
 	wend int
-	hdrs [maxBatch * 10]byte
-	iov  [2 * maxBatch]unix.Iovec
 
 	started  bool
 	ended    bool // teardown ran: no more input
 	flushEnd bool // ... and what is queued is written before the socket closes
 	finished bool
 }
+
+// vecScratch is a write's frame headers and iovec list. It is taken for
+// one flush, not kept per connection (2.7 KiB an idle connection would
+// hold for nothing): headers are rebuilt for every writev of a batch.
+type vecScratch struct {
+	hdrs [maxBatch * 10]byte
+	iov  [2 * maxBatch]unix.Iovec
+}
+
+var vecPool = sync.Pool{New: func() any { return new(vecScratch) }}
 
 // Conn.mu-guarded flags of a loopConn (in Conn.lwork).
 const (
@@ -434,13 +443,23 @@ func (ls *loopConn) requestFlush() {
 // not take waits for writability (EventOut) under the write deadline.
 func (ls *loopConn) flush() {
 	c := ls.c
+	var vs *vecScratch
+	defer func() {
+		if vs != nil {
+			clear(vs.iov[:]) // no stale pointers into released buffers
+			vecPool.Put(vs)
+		}
+	}()
 	for !ls.finished {
 		if ls.wpos >= len(ls.wq) {
 			if !ls.refill() {
 				return
 			}
 		}
-		done, err := ls.writeSome()
+		if vs == nil {
+			vs = vecPool.Get().(*vecScratch)
+		}
+		done, err := ls.writeSome(vs)
 		if err != nil {
 			info := CloseInfo{Code: 1001, ByPeer: true, Dropped: true}
 			ls.writeFailed(info)
@@ -494,7 +513,7 @@ func (ls *loopConn) refill() bool {
 // writeSome writes the current batch (starting one if none is under
 // way) with one writev. It reports whether the batch is done; frames
 // written are released as they complete.
-func (ls *loopConn) writeSome() (bool, error) {
+func (ls *loopConn) writeSome(vs *vecScratch) (bool, error) {
 	c := ls.c
 	if ls.wend <= ls.wpos {
 		// A new write: at most maxBatch frames, about writeChunk bytes.
@@ -509,8 +528,8 @@ func (ls *loopConn) writeSome() (bool, error) {
 		ls.wend = k
 		ls.l.Stop(&ls.writeT) // the deadline is per write
 	}
-	iov := ls.iov[:0]
-	h := ls.hdrs[:]
+	iov := vs.iov[:0]
+	h := vs.hdrs[:]
 	skip := ls.woff
 	for i := ls.wpos; i < ls.wend; i++ {
 		it := &ls.wq[i]
