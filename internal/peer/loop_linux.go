@@ -221,22 +221,22 @@ func (ls *loopConn) OnEvents(ev uint32) {
 	if ev&(evloop.EventIn|evloop.EventErr|evloop.EventHup) == 0 {
 		return
 	}
+	// One read per readiness (the socket is level-triggered: what is
+	// left is reported again), so that one busy peer cannot keep the loop
+	// from the others.
 	buf := ls.l.Buf()
-	for {
-		n, err := evloop.Read(ls.fd, buf)
-		if err == unix.EAGAIN {
-			return
-		}
-		if n <= 0 {
-			ls.teardown(false) // the peer hung up or the socket failed
-			ls.tryFinish()
-			return
-		}
-		ls.input(buf[:n])
-		if ls.ended {
-			ls.tryFinish()
-		}
+	n, err := evloop.Read(ls.fd, buf)
+	if err == unix.EAGAIN {
 		return
+	}
+	if n <= 0 {
+		ls.teardown(false) // the peer hung up or the socket failed
+		ls.tryFinish()
+		return
+	}
+	ls.input(buf[:n])
+	if ls.ended {
+		ls.tryFinish()
 	}
 }
 
