@@ -83,9 +83,13 @@ func newLoopConn(c *Conn) *loopConn {
 // after the socket is closed and everything released. Start is called
 // once, instead of Run, after any HoldWrites has been released.
 func (c *Conn) Start(h Handler, onEnd func(CloseInfo)) {
-	if c.ls == nil || !c.ls.attach(h, onEnd) {
-		c.ls = nil
+	switch {
+	case c.ls == nil:
 		go func() { onEnd(c.Run(h)) }()
+	case !c.ls.attach(h, onEnd):
+		// c.ls stays: the Conn may be shared already (a claimed
+		// binary), and other goroutines read it without a lock.
+		c.ls.failStart(onEnd)
 	}
 }
 
@@ -137,6 +141,25 @@ func (ls *loopConn) attach(h Handler, onEnd func(CloseInfo)) bool {
 	_ = c.tcp.Close()
 	ls.l.Post(ls)
 	return true
+}
+
+// failStart ends a connection whose socket could not be taken over (no
+// descriptor left): it is closed without a handshake, as if dropped.
+func (ls *loopConn) failStart(onEnd func(CloseInfo)) {
+	c := ls.c
+	c.mu.Lock()
+	c.setInfoLocked(CloseInfo{Code: 1011, Dropped: true})
+	c.leaveOpenLocked()
+	c.state = stClosed
+	c.writing = true // nobody writes to it any more
+	c.dropAllLocked()
+	c.wakeSpaceLocked()
+	c.probes = nil
+	c.mu.Unlock()
+	c.nc.Close()
+	close(c.done)
+	info := c.Info()
+	go onEnd(info)
 }
 
 // RunTask is the loop's entry for posted work (evloop.Task).

@@ -140,3 +140,43 @@ func TestLoopParkKeepsOrder(t *testing.T) {
 		}
 	}
 }
+
+// A socket the loop cannot take over (here: closed before Start) ends the
+// connection at once, as dropped, and Start still reports its end.
+func TestLoopStartFailureEnds(t *testing.T) {
+	opt := loopOptions(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := New(server, nil, opt)
+	server.Close()
+	ended := make(chan CloseInfo, 1)
+	c.Start(&collect{}, func(ci CloseInfo) { ended <- ci })
+	select {
+	case ci := <-ended:
+		if !ci.Dropped || ci.Code != 1011 {
+			t.Fatalf("ended with %+v, want dropped with 1011", ci)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Start did not report the end")
+	}
+	select {
+	case <-c.Done():
+	default:
+		t.Fatal("Done not closed")
+	}
+	if err := c.Send(nil, []byte("x"), true); err != ErrClosed {
+		t.Fatalf("Send after the end: %v", err)
+	}
+}
