@@ -39,6 +39,7 @@ type Loop struct {
 	awake    bool // the loop will look at tasks before it sleeps again
 	notified bool // the eventfd has been written since the loop woke
 	stopping bool
+	closed   bool // the loop has exited: posts are dropped
 
 	// Loop goroutine only.
 	spare    []Task
@@ -75,8 +76,8 @@ func (g *Group) Close() {
 	for _, l := range g.loops {
 		l.mu.Lock()
 		l.stopping = true
-		l.mu.Unlock()
 		l.wake()
+		l.mu.Unlock()
 	}
 	for _, l := range g.loops {
 		<-l.done
@@ -128,13 +129,15 @@ func newLoop() (*Loop, error) {
 // included. It wakes the loop only if it is asleep.
 func (l *Loop) Post(t Task) {
 	l.mu.Lock()
-	l.tasks = append(l.tasks, t)
-	wake := !l.awake && !l.notified
-	if wake {
-		l.notified = true
+	defer l.mu.Unlock()
+	if l.closed {
+		return // the loop has stopped; its owners are gone
 	}
-	l.mu.Unlock()
-	if wake {
+	l.tasks = append(l.tasks, t)
+	if !l.awake && !l.notified {
+		// Written under the lock, so that the loop cannot close the
+		// eventfd (and the number be reused) in between.
+		l.notified = true
 		l.wake()
 	}
 }
@@ -197,7 +200,12 @@ func (l *Loop) Stop(t *Timer) { l.timers.remove(t) }
 func (l *Loop) run() {
 	defer close(l.done)
 	defer l.file.Close()
-	defer unix.Close(l.evfd)
+	defer func() {
+		l.mu.Lock()
+		l.closed = true
+		unix.Close(l.evfd)
+		l.mu.Unlock()
+	}()
 	var n int
 	var err error
 	wait := func(uintptr) bool {

@@ -195,3 +195,32 @@ func TestSocketEcho(t *testing.T) {
 		t.Fatalf("%d sockets still registered", n)
 	}
 }
+
+// A task posted after the group is closed is dropped, not run, and does
+// not write to the loop's (closed, maybe reused) eventfd.
+func TestPostAfterCloseIsDropped(t *testing.T) {
+	g, err := NewGroup(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := g.Pick()
+	ran := make(chan struct{}, 1)
+	l.Post(funcTask(func() { ran <- struct{}{} }))
+	select {
+	case <-ran:
+	case <-time.After(5 * time.Second):
+		t.Fatal("task before Close did not run")
+	}
+	g.Close()
+	l.Post(funcTask(func() { ran <- struct{}{} }))
+	select {
+	case <-ran:
+		t.Fatal("task posted after Close ran")
+	case <-time.After(50 * time.Millisecond):
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.tasks) != 0 || !l.closed {
+		t.Fatalf("closed %v, %d tasks kept", l.closed, len(l.tasks))
+	}
+}

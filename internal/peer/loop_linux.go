@@ -507,6 +507,7 @@ func (ls *loopConn) refill() bool {
 	c.mu.Lock()
 	if !c.lflush || ls.fd < 0 {
 		c.mu.Unlock()
+		ls.setEvents()
 		return false
 	}
 	ctl, items := c.ctl, c.q
