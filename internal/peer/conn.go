@@ -173,9 +173,7 @@ type Conn struct {
 	probes  []chan struct{} // closed by the next pong
 
 	// Event-loop mode (nil ls: a reader goroutine, Run).
-	ls     *loopConn
-	lwork  uint8 // work posted to the loop (loop_linux.go)
-	lflush bool  // the loop holds the writer role
+	ls *loopConn
 }
 
 // New wraps nc, an upgraded connection; pending holds bytes the client sent
@@ -526,12 +524,7 @@ func (c *Conn) teardown(flush bool) {
 	c.state = stClosed
 	c.dropDataLocked()
 	if !flush {
-		for _, it := range c.q {
-			c.addQueuedLocked(-it.cost) // 0 for control frames
-			it.buf.Release()
-		}
-		clear(c.q)
-		c.q = c.q[:0]
+		c.dropAllLocked()
 	}
 	var wait chan struct{}
 	if c.writing {

@@ -53,6 +53,10 @@ type loopConn struct {
 	ended    bool // teardown ran: no more input
 	flushEnd bool // ... and what is queued is written before the socket closes
 	finished bool
+
+	// Guarded by Conn.mu.
+	work   uint8 // work posted to the loop (workFlush, ...)
+	lflush bool  // the loop holds the writer role
 }
 
 // vecScratch is a write's frame headers and iovec list. It is taken for
@@ -65,7 +69,7 @@ type vecScratch struct {
 
 var vecPool = sync.Pool{New: func() any { return new(vecScratch) }}
 
-// Conn.mu-guarded flags of a loopConn (in Conn.lwork).
+// Conn.mu-guarded flags of a loopConn (in loopConn.work).
 const (
 	workFlush  = 1 << iota // the loop holds the writer role and must write
 	workResume             // the handler's parked delivery is done
@@ -110,7 +114,7 @@ func (c *Conn) Park() (resume func()) {
 	ls.paused = true
 	return func() {
 		c.mu.Lock()
-		c.lwork |= workResume
+		ls.work |= workResume
 		c.mu.Unlock()
 		ls.l.Post(ls)
 	}
@@ -133,7 +137,7 @@ func (ls *loopConn) attach(h Handler, onEnd func(CloseInfo)) bool {
 	c.mu.Lock()
 	ls.fd = fd
 	c.raw, c.rawRead, c.rawWriteFn = nil, nil, nil
-	c.lwork |= workFlush // whatever was queued before
+	ls.work |= workFlush // whatever was queued before
 	c.mu.Unlock()
 	// Closing the runtime's descriptor takes it out of the Go poller; the
 	// socket lives on in ours. A wrapping net.Conn (connection accounting)
@@ -171,8 +175,8 @@ func (ls *loopConn) RunTask() {
 		c.mu.Unlock()
 		return
 	}
-	work := c.lwork
-	c.lwork = 0
+	work := ls.work
+	ls.work = 0
 	c.mu.Unlock()
 	if !ls.started {
 		ls.started = true
@@ -457,8 +461,8 @@ func (ls *loopConn) onHeartbeat() {
 // requestFlush hands the writer role to the loop. Called with Conn.mu
 // held, by whoever just set Conn.writing.
 func (ls *loopConn) requestFlush() {
-	ls.c.lwork |= workFlush
-	ls.c.lflush = true
+	ls.work |= workFlush
+	ls.lflush = true
 	ls.l.Post(ls)
 }
 
@@ -505,14 +509,14 @@ func (ls *loopConn) refill() bool {
 	clear(ls.wq)
 	ls.wq, ls.wpos, ls.woff, ls.wend = ls.wq[:0], 0, 0, 0
 	c.mu.Lock()
-	if !c.lflush || ls.fd < 0 {
+	if !ls.lflush || ls.fd < 0 {
 		c.mu.Unlock()
 		ls.setEvents()
 		return false
 	}
 	ctl, items := c.ctl, c.q
 	if (len(items) == 0 && len(ctl) == 0) || c.wfailed {
-		c.writing, c.lflush = false, false
+		c.writing, ls.lflush = false, false
 		c.mu.Unlock()
 		if cap(ls.wq) > 256 {
 			ls.wq = nil
@@ -711,7 +715,7 @@ func (ls *loopConn) tryFinish() {
 		return
 	}
 	c.mu.Lock()
-	if c.writing && !c.lflush {
+	if c.writing && !ls.lflush {
 		// A goroutine is writing inline on the socket; it hands back
 		// (workFinish) when done.
 		c.mu.Unlock()
@@ -719,7 +723,7 @@ func (ls *loopConn) tryFinish() {
 	}
 	if ls.flushEnd && !c.wfailed && (ls.wpos < len(ls.wq) || len(c.q) > 0 || len(c.ctl) > 0) {
 		if !c.writing {
-			c.writing, c.lflush = true, true
+			c.writing, ls.lflush = true, true
 			c.mu.Unlock()
 			ls.flush()
 			return
@@ -729,7 +733,7 @@ func (ls *loopConn) tryFinish() {
 	}
 	fd := ls.fd
 	ls.fd = -1
-	c.writing, c.lflush = false, false
+	c.writing, ls.lflush = false, false
 	c.dropAllLocked()
 	c.mu.Unlock()
 	ls.finished = true
@@ -767,7 +771,7 @@ func (ls *loopConn) canInlineLocked() bool { return ls.fd >= 0 }
 
 // abort asks the loop to close the socket at once. Conn.mu held.
 func (ls *loopConn) abortLocked() {
-	ls.c.lwork |= workAbort
+	ls.work |= workAbort
 	ls.l.Post(ls)
 }
 
@@ -775,7 +779,7 @@ func (ls *loopConn) abortLocked() {
 // the writer role up: a teardown that waited for it can finish now.
 func (ls *loopConn) writerDoneLocked() {
 	if ls.c.state == stClosed {
-		ls.c.lwork |= workFinish
+		ls.work |= workFinish
 		ls.l.Post(ls)
 	}
 }
