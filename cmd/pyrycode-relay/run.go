@@ -10,11 +10,13 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"sync"
 	"time"
 
 	"github.com/pyrycode/pyrycode-relay/internal/cluster"
 	"github.com/pyrycode/pyrycode-relay/internal/config"
+	"github.com/pyrycode/pyrycode-relay/internal/evloop"
 	"github.com/pyrycode/pyrycode-relay/internal/limits"
 	"github.com/pyrycode/pyrycode-relay/internal/metrics"
 	"github.com/pyrycode/pyrycode-relay/internal/push"
@@ -117,6 +119,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	forward := metrics.NewForwardHistogram()
 	opts = append(opts, relay.WithForwardObserver(forward.Observe))
 	mopts.Forward = forward
+	if cfg.IO == "loop" {
+		// About one loop per core; they live as long as the process.
+		loops, err := evloop.NewGroup(runtime.GOMAXPROCS(0))
+		if err != nil {
+			fmt.Fprintf(stderr, "pyrycode-relay: --io loop: %v\n", err)
+			return exitFailed
+		}
+		defer loops.Close()
+		opts = append(opts, relay.WithLoops(loops))
+	}
 	srv := relay.New(relay.Config{
 		Version:           version,
 		Grace:             cfg.Grace,

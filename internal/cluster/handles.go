@@ -99,6 +99,12 @@ func (pe *phoneEntry) Deliver(buf *bufpool.Buf, msg []byte, _ <-chan struct{}, _
 	return nil
 }
 
+// TryDeliver is Deliver: it never waits (the frame is published to NATS),
+// so a phone on an event loop hands it over on the loop.
+func (pe *phoneEntry) TryDeliver(buf *bufpool.Buf, msg []byte, last bool) error {
+	return pe.Deliver(buf, msg, nil, last)
+}
+
 // Probe, Closing and Evict are never used on a phone's handle.
 func (pe *phoneEntry) Probe(time.Duration) bool { return false }
 func (pe *phoneEntry) Closing() bool            { return false }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +18,7 @@ import (
 	"github.com/gorilla/websocket"
 	natsserver "github.com/nats-io/nats-server/v2/server"
 
+	"github.com/pyrycode/pyrycode-relay/internal/evloop"
 	"github.com/pyrycode/pyrycode-relay/internal/relay"
 	"github.com/pyrycode/pyrycode-relay/internal/wire"
 )
@@ -95,7 +97,11 @@ func startNodeCfg(t testing.TB, cc Config, rc relay.Config, log *slog.Logger) *t
 		t.Fatal(err)
 	}
 	rc.NodeID = n.ID()
-	srv := relay.New(rc, log, relay.WithDirectory(n), relay.WithClusterHealth(n.Health))
+	opts := []relay.Option{relay.WithDirectory(n), relay.WithClusterHealth(n.Health)}
+	if g := clusterTestLoops(); g != nil {
+		opts = append(opts, relay.WithLoops(g))
+	}
+	srv := relay.New(rc, log, opts...)
 	hs := httptest.NewServer(srv)
 	tn := &testNode{t: t, node: n, srv: srv, hs: hs, url: "ws" + strings.TrimPrefix(hs.URL, "http")}
 	t.Cleanup(tn.stop)
@@ -349,4 +355,23 @@ func verboseLog(t testing.TB) *slog.Logger {
 		return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	return testLog
+}
+
+// The cluster tests serve connections the way the relay does by default:
+// on event loops where there are any (Linux), unless RELAY_TEST_IO=goroutine.
+var (
+	loopsOnce sync.Once
+	loops     *evloop.Group
+)
+
+func clusterTestLoops() *evloop.Group {
+	loopsOnce.Do(func() {
+		if os.Getenv("RELAY_TEST_IO") == "goroutine" {
+			return
+		}
+		if g, err := evloop.NewGroup(2); err == nil {
+			loops = g
+		}
+	})
+	return loops
 }

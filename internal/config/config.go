@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"runtime"
 	"strings"
 	"time"
 
@@ -89,6 +90,7 @@ type Config struct {
 
 	LogLevel    slog.Level // "info"
 	LogFormat   string     // "json" or "text" ("json")
+	IO          string     // "loop" (event loops; default on Linux) or "goroutine" (one per connection; default elsewhere)
 	ShowVersion bool       // print the version and exit
 }
 
@@ -153,8 +155,17 @@ func Default() Config {
 		LogFormat:         "json",
 		ClusterName:       "pyrycode-relay",
 		NATSReplicas:      1,
+		IO:                defaultIO,
 	}
 }
+
+// defaultIO is the connection I/O path: event loops where they exist.
+var defaultIO = func() string {
+	if runtime.GOOS == "linux" {
+		return "loop"
+	}
+	return "goroutine"
+}()
 
 // maxFrameLimit caps --max-frame-bytes: one message is held in memory whole.
 const maxFrameLimit = 64 << 20
@@ -215,6 +226,7 @@ func Parse(args []string, env Env, out io.Writer) (Config, error) {
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: json or text")
 	fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
+	fs.StringVar(&c.IO, "io", c.IO, "connection I/O: loop (plain TCP connections on event loops, Linux only) or goroutine (a goroutine per connection)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(out)
@@ -384,6 +396,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--phone-queue-bytes (%d) must be at least twice --max-frame-bytes plus 4096 (%d)", c.PhoneQueueBytes, 2*c.MaxFrameBytes+4096)
 	case c.LogFormat != "json" && c.LogFormat != "text":
 		return fmt.Errorf("--log-format: %q is not json or text", c.LogFormat)
+	case c.IO != "loop" && c.IO != "goroutine":
+		return fmt.Errorf("--io: %q is not loop or goroutine", c.IO)
+	case c.IO == "loop" && runtime.GOOS != "linux":
+		return fmt.Errorf("--io loop: event loops are only available on Linux")
 	case !(c.UpgradeRate > 0) || c.UpgradeRate > 1e6:
 		return fmt.Errorf("--upgrade-rate must be above 0 and at most 1000000 (got %v)", c.UpgradeRate)
 	case c.UpgradeBurst < 1:

@@ -2,6 +2,7 @@ package config
 
 import (
 	"io"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -43,6 +44,7 @@ func TestDefaultsMatchTheContract(t *testing.T) {
 		{"push burst", c.PushBurst, 6},
 		{"push refill", c.PushRefill, 10 * time.Second},
 		{"push in flight", c.PushMaxInFlight, 32},
+		{"io", c.IO, defaultIO},
 	}
 	for _, ch := range checks {
 		if ch.got != ch.want {
@@ -126,6 +128,7 @@ func TestLimitFlagsValidated(t *testing.T) {
 		{[]string{"--push-max-in-flight", "0"}},
 		{[]string{"--metrics-listen", "nope"}},
 		{[]string{"--trusted-proxies", "bogus"}},
+		{[]string{"--io", "threads"}},
 	} {
 		args := append([]string{"--insecure-listen", ":1"}, tc.args...)
 		if _, err := Parse(args, env(nil, 1000), io.Discard); err == nil {
@@ -171,5 +174,15 @@ func TestClusterFlags(t *testing.T) {
 	}
 	if c.ClusterName != "pyrycode-relay" {
 		t.Fatalf("default cluster name %q", c.ClusterName)
+	}
+}
+
+func TestIOFlag(t *testing.T) {
+	if defaultIO != "loop" && runtime.GOOS == "linux" || defaultIO != "goroutine" && runtime.GOOS != "linux" {
+		t.Fatalf("default --io %q on %s", defaultIO, runtime.GOOS)
+	}
+	c, err := Parse([]string{"--insecure-listen", ":1", "--io", "goroutine"}, Env{Getenv: func(string) string { return "" }}, io.Discard)
+	if err != nil || c.IO != "goroutine" {
+		t.Fatalf("--io goroutine: %q, %v", c.IO, err)
 	}
 }

@@ -49,6 +49,7 @@ type Config struct {
 	Duration time.Duration // measured time (rt, fanout, churn, stall, chat)
 	Warmup   time.Duration // unmeasured time before it (rt, fanout)
 	Hold     time.Duration // idle: how long connections are held before memory is read
+	IdleAt   time.Duration // idle: also read memory this long after the last connect (0: no; less than Hold)
 
 	Rate        float64 // churn: target operations per second (0: as fast as Concurrency allows)
 	Concurrency int     // parallel dials while connecting; churn workers

@@ -112,7 +112,7 @@ func TestRT(t *testing.T) {
 func TestIdle(t *testing.T) {
 	url := startRelay(t, relay.Config{})
 	res := run(t, Config{Mode: ModeIdle, URL: url, Binaries: 20, Phones: 40, ProbePhones: 2,
-		Hold: 100 * time.Millisecond, ProbeDuration: 300 * time.Millisecond,
+		Hold: 100 * time.Millisecond, ProbeDuration: 300 * time.Millisecond, IdleAt: 30 * time.Millisecond,
 		SourceIPs: []netIP{ip(127, 0, 0, 2), ip(127, 0, 0, 3)}})
 	checkStreams(t, res)
 	checkLatency(t, "probe", res.Latency)
@@ -120,6 +120,9 @@ func TestIdle(t *testing.T) {
 		t.Errorf("connections %+v", res.Connections)
 	}
 	checkRelay(t, res, 60)
+	if rs := res.Relay; rs == nil || rs.IdleAt != 0.03 || rs.RSSIdleAt <= 0 {
+		t.Errorf("--idle-at: %+v", res.Relay)
+	}
 }
 
 func TestFanout(t *testing.T) {

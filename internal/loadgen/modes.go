@@ -236,7 +236,17 @@ func (r *runner) runIdle() (*Result, error) {
 	}
 	conns := len(r.binaries) + len(r.phones)
 	hold := r.openWindow()
-	sleepCtx(r.ctx, cfg.Hold)
+	var early procSample
+	earlyOK := false
+	if cfg.IdleAt > 0 && cfg.IdleAt < cfg.Hold {
+		sleepCtx(r.ctx, cfg.IdleAt)
+		var earlys procsSample
+		earlys, earlyOK = r.relaySample()
+		early = earlys.total()
+		sleepCtx(r.ctx, cfg.Hold-cfg.IdleAt)
+	} else {
+		sleepCtx(r.ctx, cfg.Hold)
+	}
 	helds, heldOK := r.relaySample()
 	held := helds.total()
 	holdCPU := 0.0
@@ -273,6 +283,11 @@ func (r *runner) runIdle() (*Result, error) {
 		rs.HoldCPUSeconds = holdCPU
 		for i := range rs.Procs {
 			rs.Procs[i].RSSAfter = helds[i].RSS
+		}
+		if earlyOK {
+			rs.IdleAt = cfg.IdleAt.Seconds()
+			rs.RSSIdleAt = early.RSS
+			rs.RSSPerConnIdleAt = float64(early.RSS-rs.RSSBefore) / float64(conns)
 		}
 	}
 	return r.finish(res), nil

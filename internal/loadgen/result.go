@@ -107,6 +107,11 @@ type RelayStats struct {
 	RSSPerConn     float64     `json:"rss_per_conn_bytes"`
 	CPUUtilisation float64     `json:"cpu_utilisation"`      // CPU seconds per wall second in the window
 	HoldCPUSeconds float64     `json:"hold_cpu_s,omitempty"` // idle: CPU while the connections were held
+	// idle with --idle-at: memory that long after the last connect (before
+	// any trim or heartbeat), and per connection.
+	IdleAt           float64 `json:"idle_at_s,omitempty"`
+	RSSIdleAt        int64   `json:"rss_idle_at_bytes,omitempty"`
+	RSSPerConnIdleAt float64 `json:"rss_per_conn_idle_at_bytes,omitempty"`
 }
 
 // ProcStats is one of several relay processes: the memory of this one
@@ -197,6 +202,9 @@ func (r *Result) WriteText(w io.Writer) {
 		p("               rss %.1f MiB before, %.1f MiB after, %.1f MiB peak", mib(rs.RSSBefore), mib(rs.RSSAfter), mib(rs.RSSPeak))
 		if rs.Conns > 0 {
 			p(", %.2f KiB per connection (%d)", rs.RSSPerConn/1024, rs.Conns)
+		}
+		if rs.IdleAt > 0 {
+			p("\n               rss %.1f MiB %gs after the last connect, %.2f KiB per connection", mib(rs.RSSIdleAt), rs.IdleAt, rs.RSSPerConnIdleAt/1024)
 		}
 		p("\n")
 		for _, ps := range rs.Procs {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pyrycode/pyrycode-relay/internal/bufpool"
+	"github.com/pyrycode/pyrycode-relay/internal/evloop"
 )
 
 // Errors returned by Send and SendWait.
@@ -41,6 +42,10 @@ type Options struct {
 	// OnWritten, when set, is called by the writer for every data frame
 	// written whose buffer carries a Stamp.
 	OnWritten func(stamp int64)
+	// Loops, when set, serves plain TCP connections on these event loops
+	// (Start) instead of a reader goroutine each; other connections (TLS)
+	// keep their goroutine. See loop_linux.go.
+	Loops *evloop.Group
 	// Reasons used when the connection closes itself. ReasonInvalidUTF8
 	// answers a close frame whose reason is not valid UTF-8 (1007).
 	ReasonProtocol, ReasonTooBig, ReasonHeartbeat, ReasonMessageTimeout, ReasonInvalidUTF8 Close
@@ -166,6 +171,9 @@ type Conn struct {
 	spaceCh chan struct{}   // closed when queued drops below budget
 	closeCh chan struct{}   // closed when the state leaves stOpen; made on demand
 	probes  []chan struct{} // closed by the next pong
+
+	// Event-loop mode (nil ls: a reader goroutine, Run).
+	ls *loopConn
 }
 
 // New wraps nc, an upgraded connection; pending holds bytes the client sent
@@ -184,6 +192,9 @@ func New(nc net.Conn, pending []byte, opt *Options) *Conn {
 			c.raw = raw
 			c.rawRead = c.readReady
 			c.rawWriteFn = c.writeOnce
+			if opt.Loops != nil {
+				c.ls = newLoopConn(c)
+			}
 		}
 	}
 	return c
@@ -237,7 +248,15 @@ func (c *Conn) Open() bool {
 // Run reads the connection until it ends, delivering data messages to h,
 // then closes the socket and releases everything the connection holds. It
 // returns how the connection ended.
+//
+// A connection made for an event loop is served there (see Start) while
+// Run waits for it to end.
 func (c *Conn) Run(h Handler) CloseInfo {
+	if c.ls != nil {
+		ch := make(chan CloseInfo, 1)
+		c.Start(h, func(ci CloseInfo) { ch <- ci })
+		return <-ch
+	}
 	c.startHeartbeat()
 	end := c.readLoop(h)
 	flush := end.flush
@@ -274,6 +293,11 @@ func (c *Conn) Abort(cl Close) {
 	c.mu.Lock()
 	c.setInfoLocked(CloseInfo{Code: cl.Code, Dropped: true})
 	c.leaveOpenLocked()
+	if c.ls != nil {
+		c.ls.abortLocked()
+		c.mu.Unlock()
+		return
+	}
 	c.mu.Unlock()
 	c.nc.Close()
 }
@@ -331,6 +355,25 @@ func (c *Conn) SendWait(buf *bufpool.Buf, data []byte, cancel <-chan struct{}, n
 			return ErrClosed
 		}
 	}
+}
+
+// TrySend queues a text message as SendWait does, but never waits: it
+// fails with ErrQueueFull, queueing nothing, where SendWait would wait (the
+// queue at or over its budget). Ownership of buf and now are as for Send.
+func (c *Conn) TrySend(buf *bufpool.Buf, data []byte, now bool) error {
+	c.mu.Lock()
+	if c.state != stOpen {
+		c.mu.Unlock()
+		return ErrClosed
+	}
+	if c.queued >= c.opt.QueueBytes {
+		c.mu.Unlock()
+		return ErrQueueFull
+	}
+	cost := costOf(buf, data)
+	c.addQueuedLocked(cost)
+	c.enqueueUnlock(item{op: OpText, data: data, buf: buf, cost: cost}, now)
+	return nil
 }
 
 // Probe pings the peer and reports whether a pong arrives within timeout.
@@ -391,7 +434,12 @@ func (c *Conn) ReleaseWrites() {
 // Buffered reports whether more input is already buffered after the
 // message being handled: more messages are coming at once. Only the
 // connection's handler (on its reader goroutine) may call it.
-func (c *Conn) Buffered() bool { return c.r < c.w }
+func (c *Conn) Buffered() bool {
+	if c.ls != nil {
+		return c.ls.buffered()
+	}
+	return c.r < c.w
+}
 
 // Options returns the options the connection was made with.
 func (c *Conn) Options() *Options { return c.opt }
@@ -447,6 +495,17 @@ func (c *Conn) dropDataLocked() {
 	c.q = kept
 }
 
+// dropAllLocked releases every queued frame, control frames included.
+func (c *Conn) dropAllLocked() {
+	for _, it := range c.q {
+		c.addQueuedLocked(-it.cost) // 0 for control frames
+		it.buf.Release()
+	}
+	clear(c.q)
+	c.q = c.q[:0]
+	c.ctl = nil
+}
+
 func (c *Conn) wakeSpaceLocked() {
 	if c.spaceCh != nil {
 		close(c.spaceCh)
@@ -465,12 +524,7 @@ func (c *Conn) teardown(flush bool) {
 	c.state = stClosed
 	c.dropDataLocked()
 	if !flush {
-		for _, it := range c.q {
-			c.addQueuedLocked(-it.cost) // 0 for control frames
-			it.buf.Release()
-		}
-		clear(c.q)
-		c.q = c.q[:0]
+		c.dropAllLocked()
 	}
 	var wait chan struct{}
 	if c.writing {

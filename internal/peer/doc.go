@@ -17,6 +17,22 @@
 //   - The writer flushes everything queued in one vectored write (writev on
 //     TCP), so a burst of frames costs one system call.
 //
+// # Two ways to serve a connection
+//
+// With a reader goroutine (Run), as described below; or, for a plain TCP
+// connection made with Options.Loops on Linux, on an event loop (Start,
+// loop_linux.go): the socket leaves the Go poller, the loop parses input
+// from its shared buffer with frameReader (stream.go), runs the handler,
+// and fires the connection's heartbeat, message deadline, close wait and
+// write deadline from its timer heap. An idle connection on a loop owns no
+// goroutine, no stack and no buffer. Everything below holds for both,
+// with the loop in the reader's place; a handler on a loop must never
+// block (Park hands a message to a goroutine and stops reading meanwhile).
+// Timers keep the goroutine path's meaning: the write deadline is per
+// write (a batch of at most maxBatch frames and about writeChunk bytes),
+// the message deadline per message, the heartbeat interval the ping
+// period.
+//
 // # Concurrency
 //
 // Run is the reader and owns the connection's life: when it returns, the

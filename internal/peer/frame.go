@@ -36,7 +36,6 @@ type header struct {
 var (
 	errNeedMore     = errors.New("peer: incomplete frame header")
 	errProtocol     = errors.New("peer: protocol error")
-	errTooBig       = errors.New("peer: message too big")
 	errBadCloseCode = errors.New("peer: invalid close frame")
 	errBadCloseText = errors.New("peer: close reason is not valid UTF-8")
 )

@@ -131,6 +131,7 @@ func testOptions() *Options {
 		ReasonProtocol:    Close{1002, "protocol error"},
 		ReasonTooBig:      Close{1009, "message too big"},
 		ReasonInvalidUTF8: Close{1007, "invalid UTF-8"},
+		Loops:             testLoops,
 	}.WithDefaults()
 	return &o
 }

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 )
 
 // maxBatch bounds the frames flushed by one vectored write, and writeChunk
@@ -36,6 +37,10 @@ var idleWriters = make(chan *Conn)
 const writerIdle = 5 * time.Second
 
 func startWriter(c *Conn) {
+	if c.ls != nil {
+		c.ls.requestFlush() // the event loop writes
+		return
+	}
 	select {
 	case idleWriters <- c:
 	default:
@@ -94,7 +99,9 @@ func (c *Conn) enqueueUnlock(it item, now bool) {
 	// one non-blocking system call that never waits (EAGAIN leaves the
 	// frame to a writer, which sets a fresh deadline for every write).
 	c.wbuf, c.wn, c.werr = frame, 0, nil
-	if err := c.raw.Control(c.rawWriteFn); err != nil && c.werr == nil {
+	if c.ls != nil {
+		c.ls.inlineWrite(c) // the loop's descriptor stays open while we write
+	} else if err := c.raw.Control(c.rawWriteFn); err != nil && c.werr == nil {
 		c.werr = err
 	}
 	n, err := c.wn, c.werr
@@ -133,6 +140,13 @@ func (c *Conn) enqueueUnlock(it item, now bool) {
 			close(c.wexit)
 			c.wexit = nil
 		}
+		if c.ls != nil {
+			c.ls.writerDoneLocked()
+		}
+	}
+	if err != nil && c.ls != nil {
+		c.ls.abortLocked() // the loop tears the connection down
+		err = nil
 	}
 	c.mu.Unlock()
 	if err != nil {
@@ -146,17 +160,29 @@ func (c *Conn) enqueueUnlock(it item, now bool) {
 // payload, where the header is then written (the bytes there, an envelope's
 // prefix, are no longer needed). Otherwise it returns nil.
 func (c *Conn) inlineFrame(it item) []byte {
-	if c.raw == nil || c.writing || len(c.q) > 0 || len(c.ctl) > 0 || it.buf == nil || len(it.data) == 0 {
+	if !c.canInlineLocked() || c.writing || len(c.q) > 0 || len(c.ctl) > 0 || it.buf == nil || len(it.data) == 0 {
 		return nil
 	}
 	b := it.buf.B
-	off := cap(b) - cap(it.data) // where the payload starts, if it lies in b
+	// Where the payload starts, if it lies in b. Computed from the
+	// addresses, not the capacities: a payload cut out of a message with a
+	// full slice expression (the envelope parser's frame) has no spare
+	// capacity, yet lies inside b all the same.
+	off := int(uintptr(unsafe.Pointer(unsafe.SliceData(it.data))) - uintptr(unsafe.Pointer(unsafe.SliceData(b))))
 	hl := headerLen(len(it.data))
-	if off < hl || off >= len(b) || &b[off] != &it.data[0] {
+	if off < hl || off >= len(b) || len(it.data) > len(b)-off || &b[off] != &it.data[0] {
 		return nil
 	}
 	putHeader(b[off-hl:], it.op, len(it.data))
 	return b[off-hl : off+len(it.data)]
+}
+
+// canInlineLocked reports whether the socket can be written inline.
+func (c *Conn) canInlineLocked() bool {
+	if c.ls != nil {
+		return c.ls.canInlineLocked()
+	}
+	return c.raw != nil
 }
 
 // writeOnce is the RawConn.Control callback of an inline write: one

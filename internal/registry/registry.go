@@ -3,7 +3,10 @@
 // per id, and the grace period that keeps an id's phones after its binary
 // goes away.
 //
-// The registry never does I/O and never calls out while holding its lock.
+// The registry never does I/O and never calls out while holding a lock.
+// It is split into shards by server-id, each with its own lock, so that
+// the per-frame Route of one id never contends with traffic of ids in
+// other shards (there is no process-wide lock on the data path).
 // Operations that displace connections (a reclaim, a takeover, a grace
 // expiry) return the displaced phones so that the caller closes them after
 // the lock is released.
@@ -19,6 +22,7 @@ package registry
 
 import (
 	"errors"
+	"hash/maphash"
 	"sync"
 	"time"
 )
@@ -55,9 +59,21 @@ type ClaimResult[B, P comparable] struct {
 
 // Registry maps server-ids to their binary and phones. Safe for concurrent use.
 type Registry[B, P comparable] struct {
+	seed   maphash.Seed
+	shards [shardCount]shard[B, P]
+}
+
+// shardCount is the number of shards: enough that cores routing frames
+// of different ids rarely meet on one lock, few enough that Counts stays
+// cheap.
+const shardCount = 64
+
+// shard is one lock's worth of ids, padded to its own cache lines.
+type shard[B, P comparable] struct {
 	mu    sync.RWMutex
 	ids   map[string]*entry[B, P] // every id with a live binary or in grace
 	grace int                     // entries without a binary
+	_     [64]byte
 }
 
 type entry[B, P comparable] struct {
@@ -69,28 +85,38 @@ type entry[B, P comparable] struct {
 
 // New returns an empty registry.
 func New[B, P comparable]() *Registry[B, P] {
-	return &Registry[B, P]{ids: make(map[string]*entry[B, P])}
+	r := &Registry[B, P]{seed: maphash.MakeSeed()}
+	for i := range r.shards {
+		r.shards[i].ids = make(map[string]*entry[B, P])
+	}
+	return r
+}
+
+// shard returns the shard that holds id.
+func (r *Registry[B, P]) shard(id string) *shard[B, P] {
+	return &r.shards[maphash.String(r.seed, id)%shardCount]
 }
 
 // Claim asks for id on behalf of b.
 func (r *Registry[B, P]) Claim(id string, b B) ClaimResult[B, P] {
+	sh := r.shard(id)
 	var zero B
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	e := r.ids[id]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e := sh.ids[id]
 	switch {
 	case e == nil:
-		r.ids[id] = &entry[B, P]{binary: b, gen: 1}
+		sh.ids[id] = &entry[B, P]{binary: b, gen: 1}
 		return ClaimResult[B, P]{Outcome: Claimed}
 	case e.binary != zero:
 		return ClaimResult[B, P]{Outcome: Conflict, Incumbent: e.binary}
 	}
-	r.grace--
+	sh.grace--
 	if e.timer != nil {
 		e.timer.Stop() // a fire already under way sees the new generation
 		e.timer = nil
 	}
-	return ClaimResult[B, P]{Outcome: Reclaimed, Evicted: r.installLocked(e, b)}
+	return ClaimResult[B, P]{Outcome: Reclaimed, Evicted: installLocked(e, b)}
 }
 
 // TakeOver gives id to b if incumbent still holds it, evicting its phones:
@@ -99,18 +125,20 @@ func (r *Registry[B, P]) Claim(id string, b B) ClaimResult[B, P] {
 // probe). ok is false when the id changed hands (or was released)
 // meanwhile, and then nothing changed.
 func (r *Registry[B, P]) TakeOver(id string, incumbent, b B) (evicted []P, ok bool) {
+	sh := r.shard(id)
 	var zero B
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	e := r.ids[id]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e := sh.ids[id]
 	if e == nil || e.binary == zero || e.binary != incumbent {
 		return nil, false
 	}
-	return r.installLocked(e, b), true
+	return installLocked(e, b), true
 }
 
-// installLocked makes b the holder of e and returns e's phones.
-func (r *Registry[B, P]) installLocked(e *entry[B, P], b B) []P {
+// installLocked makes b the holder of e and returns e's phones. The
+// caller holds e's shard lock.
+func installLocked[B, P comparable](e *entry[B, P], b B) []P {
 	e.binary = b
 	e.gen++
 	var out []P
@@ -130,40 +158,41 @@ func (r *Registry[B, P]) installLocked(e *entry[B, P], b B) []P {
 // With grace <= 0 that happens at once, on the caller's goroutine. Release
 // reports whether b held id; if not, nothing changed.
 func (r *Registry[B, P]) Release(id string, b B, grace time.Duration, expire func(phones []P)) bool {
+	sh := r.shard(id)
 	var zero B
-	r.mu.Lock()
-	e := r.ids[id]
+	sh.mu.Lock()
+	e := sh.ids[id]
 	if e == nil || e.binary == zero || e.binary != b {
-		r.mu.Unlock()
+		sh.mu.Unlock()
 		return false
 	}
 	e.binary = zero
 	e.gen++
-	r.grace++
+	sh.grace++
 	if grace <= 0 {
-		phones := r.expireLocked(id, e)
-		r.mu.Unlock()
+		phones := sh.expireLocked(id, e)
+		sh.mu.Unlock()
 		expire(phones)
 		return true
 	}
 	gen := e.gen
 	e.timer = time.AfterFunc(grace, func() {
-		r.mu.Lock()
-		if r.ids[id] != e || e.gen != gen || e.binary != zero {
-			r.mu.Unlock()
+		sh.mu.Lock()
+		if sh.ids[id] != e || e.gen != gen || e.binary != zero {
+			sh.mu.Unlock()
 			return // reclaimed (or re-armed) since this timer was set
 		}
-		phones := r.expireLocked(id, e)
-		r.mu.Unlock()
+		phones := sh.expireLocked(id, e)
+		sh.mu.Unlock()
 		expire(phones)
 	})
-	r.mu.Unlock()
+	sh.mu.Unlock()
 	return true
 }
 
-func (r *Registry[B, P]) expireLocked(id string, e *entry[B, P]) []P {
-	delete(r.ids, id)
-	r.grace--
+func (sh *shard[B, P]) expireLocked(id string, e *entry[B, P]) []P {
+	delete(sh.ids, id)
+	sh.grace--
 	e.timer = nil
 	out := make([]P, 0, len(e.phones))
 	for _, p := range e.phones {
@@ -177,10 +206,11 @@ func (r *Registry[B, P]) expireLocked(id string, e *entry[B, P]) []P {
 // id. It returns the binary the phone is paired with: zero when the id is in
 // its grace period.
 func (r *Registry[B, P]) AddPhone(id, connID string, p P, max int) (B, error) {
+	sh := r.shard(id)
 	var zero B
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	e := r.ids[id]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e := sh.ids[id]
 	if e == nil {
 		return zero, ErrNoServer
 	}
@@ -198,9 +228,10 @@ func (r *Registry[B, P]) AddPhone(id, connID string, p P, max int) (B, error) {
 // and returns the binary that holds id now (zero if none). removed is false
 // when p was no longer registered, e.g. after an eviction.
 func (r *Registry[B, P]) RemovePhone(id, connID string, p P) (holder B, removed bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	e := r.ids[id]
+	sh := r.shard(id)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e := sh.ids[id]
 	if e == nil {
 		return holder, false
 	}
@@ -214,10 +245,11 @@ func (r *Registry[B, P]) RemovePhone(id, connID string, p P) (holder B, removed 
 // Route returns the phone registered as connID under id, but only when b is
 // the binary holding id: a displaced binary reaches nobody.
 func (r *Registry[B, P]) Route(id string, b B, connID []byte) (P, bool) {
+	sh := r.shard(id)
 	var zero B
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	e := r.ids[id]
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	e := sh.ids[id]
 	if e == nil || e.binary != b || b == zero {
 		var none P
 		return none, false
@@ -228,9 +260,10 @@ func (r *Registry[B, P]) Route(id string, b B, connID []byte) (P, bool) {
 
 // Holder returns the binary holding id, zero if none.
 func (r *Registry[B, P]) Holder(id string) B {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	if e := r.ids[id]; e != nil {
+	sh := r.shard(id)
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	if e := sh.ids[id]; e != nil {
 		return e.binary
 	}
 	var zero B
@@ -239,17 +272,23 @@ func (r *Registry[B, P]) Holder(id string) B {
 
 // Counts returns how many ids have a live binary and how many are in grace.
 func (r *Registry[B, P]) Counts() (live, grace int) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return len(r.ids) - r.grace, r.grace
+	for i := range r.shards {
+		sh := &r.shards[i]
+		sh.mu.RLock()
+		live += len(sh.ids) - sh.grace
+		grace += sh.grace
+		sh.mu.RUnlock()
+	}
+	return live, grace
 }
 
 // State says whether id is known (held by a live binary or in its grace
 // period) and which binary holds it (zero in grace).
 func (r *Registry[B, P]) State(id string) (holder B, known bool) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	if e := r.ids[id]; e != nil {
+	sh := r.shard(id)
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	if e := sh.ids[id]; e != nil {
 		return e.binary, true
 	}
 	return holder, false
@@ -259,21 +298,22 @@ func (r *Registry[B, P]) State(id string) (holder B, known bool) {
 // returns the binary that held it (zero if none) and its phones. ok is
 // false when id was unknown.
 func (r *Registry[B, P]) Drop(id string) (holder B, phones []P, ok bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	e := r.ids[id]
+	sh := r.shard(id)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e := sh.ids[id]
 	if e == nil {
 		return holder, nil, false
 	}
 	var zero B
 	holder = e.binary
 	if holder == zero {
-		r.grace--
+		sh.grace--
 		if e.timer != nil {
 			e.timer.Stop() // a fire under way finds the entry gone
 		}
 	}
-	delete(r.ids, id)
+	delete(sh.ids, id)
 	for _, p := range e.phones {
 		phones = append(phones, p)
 	}
@@ -285,12 +325,15 @@ func (r *Registry[B, P]) Drop(id string) (holder B, phones []P, ok bool) {
 // IDs calls f for every id known (live or in grace) until f returns false.
 // f runs without the lock held, on a snapshot of the ids.
 func (r *Registry[B, P]) IDs(f func(id string) bool) {
-	r.mu.RLock()
-	ids := make([]string, 0, len(r.ids))
-	for id := range r.ids {
-		ids = append(ids, id)
+	var ids []string
+	for i := range r.shards {
+		sh := &r.shards[i]
+		sh.mu.RLock()
+		for id := range sh.ids {
+			ids = append(ids, id)
+		}
+		sh.mu.RUnlock()
 	}
-	r.mu.RUnlock()
 	for _, id := range ids {
 		if !f(id) {
 			return

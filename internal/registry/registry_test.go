@@ -1072,3 +1072,42 @@ func BenchmarkRoute(b *testing.B) {
 		i++
 	}
 }
+
+// BenchmarkRouteParallel routes frames of many ids from every core at
+// once, as binaries on several event loops do. Run it with -cpu 1,2,4,8:
+// ns/op should fall as cores are added (no process-wide lock), where one
+// shared lock would keep it flat or make it rise.
+func BenchmarkRouteParallel(b *testing.B) {
+	r := New[*bin, *phone]()
+	const ids = 1024
+	type idState struct {
+		id     string
+		holder *bin
+		conns  [][]byte
+	}
+	all := make([]idState, ids)
+	for i := range all {
+		st := &all[i]
+		st.id = fmt.Sprintf("id-%04d", i)
+		st.holder = &bin{st.id}
+		r.Claim(st.id, st.holder)
+		for k := range 4 {
+			c := connID(k)
+			st.conns = append(st.conns, []byte(c))
+			if _, err := r.AddPhone(st.id, c, &phone{name: c}, 16); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	var next atomic.Uint64
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		rng := rand.New(rand.NewPCG(next.Add(1), 7))
+		for pb.Next() {
+			st := &all[rng.IntN(ids)]
+			if p, ok := r.Route(st.id, st.holder, st.conns[rng.IntN(4)]); !ok || p == nil {
+				b.Fatal("Route missed")
+			}
+		}
+	})
+}

@@ -131,7 +131,7 @@ type benchRelay struct {
 
 func startBenchRelay(b *testing.B) *benchRelay {
 	b.Helper()
-	srv := New(Config{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv := New(Config{}, slog.New(slog.NewTextHandler(io.Discard, nil)), withTestIO(nil)...)
 	hs := httptest.NewServer(srv)
 	b.Cleanup(func() {
 		hs.Close()

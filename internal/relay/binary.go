@@ -23,6 +23,11 @@ func (b *localBinary) Deliver(buf *bufpool.Buf, msg []byte, cancel <-chan struct
 	return b.conn.SendWait(buf, msg, cancel, last)
 }
 
+// TryDeliver is Deliver without the wait (see tryDeliverer).
+func (b *localBinary) TryDeliver(buf *bufpool.Buf, msg []byte, last bool) error {
+	return b.conn.TrySend(buf, msg, last)
+}
+
 func (b *localBinary) Probe(timeout time.Duration) bool { return b.conn.Probe(timeout) }
 
 func (b *localBinary) Closing() bool { return !b.conn.Open() }
@@ -83,7 +88,6 @@ func (s *Server) serveBinary(w http.ResponseWriter, r *http.Request) {
 
 // runBinary owns a binary connection from its claim to its release.
 func (s *Server) runBinary(b *localBinary, res registry.ClaimResult[Binary, Phone]) {
-	defer s.forget(b.conn)
 	// No per-connection logger (slog's With would keep a preformatted copy
 	// of these attributes for the connection's whole life).
 	remote := remoteIP(b.conn)
@@ -101,13 +105,17 @@ func (s *Server) runBinary(b *localBinary, res registry.ClaimResult[Binary, Phon
 		s.stats.Upgrade(EndpointServer, o)
 		s.log.Info("binary_refused", "server_id", b.id, "remote", remote, "code", cl.Code)
 		b.conn.Close(peer.Close(cl), false)
-		s.stats.closed(RoleBinary, b.conn.Run(b).Code)
+		s.serve(b.conn, b, func(info peer.CloseInfo) { s.stats.closed(RoleBinary, info.Code) })
 		return
 	}
 	s.stats.Upgrade(EndpointServer, OutcomeAccepted)
 	s.binaries.Add(1)
 	s.log.Info("binary_connected", "server_id", b.id, "remote", remote)
-	info := b.conn.Run(b)
+	s.serve(b.conn, b, func(info peer.CloseInfo) { s.binaryEnded(b, remote, info) })
+}
+
+// binaryEnded releases the id of a binary whose connection has ended.
+func (s *Server) binaryEnded(b *localBinary, remote string, info peer.CloseInfo) {
 	s.binaries.Add(-1)
 	s.stats.closed(RoleBinary, info.Code)
 	grace := s.cfg.Grace

@@ -3,24 +3,58 @@ package relay
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/pyrycode/pyrycode-relay/internal/evloop"
 	"go.uber.org/goleak"
 )
 
 // The tests drive the relay over real sockets on 127.0.0.1 with gorilla's
 // client, an implementation independent of the relay's own codec.
 
+// testLoops serves the tests' connections on event loops when
+// RELAY_TEST_IO=loop (nil: a goroutine per connection). CI runs the
+// contract tests both ways.
+var testLoops *evloop.Group
+
 func TestMain(m *testing.M) {
-	// Idle pooled writers park in writerWorker's select until they time out.
-	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/pyrycode/pyrycode-relay/internal/peer.writerWorker"))
+	if os.Getenv("RELAY_TEST_IO") == "loop" {
+		g, err := evloop.NewGroup(2)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "RELAY_TEST_IO=loop:", err)
+			os.Exit(2)
+		}
+		testLoops = g
+	}
+	code := m.Run()
+	if testLoops != nil {
+		testLoops.Close()
+	}
+	if code == 0 {
+		// Idle pooled writers park in writerWorker's select until they time out.
+		if err := goleak.Find(goleak.IgnoreTopFunction("github.com/pyrycode/pyrycode-relay/internal/peer.writerWorker")); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// withTestIO adds the I/O path chosen by RELAY_TEST_IO to opts.
+func withTestIO(opts []Option) []Option {
+	if testLoops == nil {
+		return opts
+	}
+	return append([]Option{WithLoops(testLoops)}, opts...)
 }
 
 // testRelay is a relay served on a loopback listener.
@@ -45,7 +79,7 @@ func startRelay(t *testing.T, cfg Config, opts ...Option) *testRelay {
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	srv := New(cfg, log, opts...)
+	srv := New(cfg, log, withTestIO(opts)...)
 	hs := httptest.NewServer(srv)
 	tr := &testRelay{t: t, srv: srv, hs: hs, url: "ws" + strings.TrimPrefix(hs.URL, "http")}
 	t.Cleanup(func() {

@@ -79,7 +79,6 @@ func (s *Server) servePhone(w http.ResponseWriter, r *http.Request) {
 
 // runPhone owns a phone connection from registration to its close notice.
 func (s *Server) runPhone(p *localPhone) {
-	defer s.forget(p.conn)
 	holder, err := s.dir.AddPhone(p.id, p.connID, p, s.cfg.MaxPhones)
 	if err != nil {
 		cl, o := wire.CloseNoServer, OutcomeNoServer
@@ -92,14 +91,19 @@ func (s *Server) runPhone(p *localPhone) {
 		s.stats.Upgrade(EndpointClient, o)
 		s.log.Debug("phone_refused", "server_id", p.id, "code", cl.Code)
 		p.conn.Close(peer.Close(cl), false)
-		s.stats.closed(RolePhone, p.conn.Run(p).Code)
+		s.serve(p.conn, p, func(info peer.CloseInfo) { s.stats.closed(RolePhone, info.Code) })
 		return
 	}
 	s.stats.Upgrade(EndpointClient, OutcomeAccepted)
 	p.binary = holder
 	s.phones.Add(1)
 	s.log.Debug("phone_connected", "server_id", p.id, "conn_id", p.connID, "remote", remoteIP(p.conn))
-	info := p.conn.Run(p)
+	s.serve(p.conn, p, func(info peer.CloseInfo) { s.phoneEnded(p, info) })
+}
+
+// phoneEnded unregisters a phone whose connection has ended and tells its
+// binary, unless it must not be told.
+func (s *Server) phoneEnded(p *localPhone, info peer.CloseInfo) {
 	now, removed := s.dir.RemovePhone(p.id, p.connID, p)
 	s.phones.Add(-1)
 	s.stats.closed(RolePhone, info.Code)
@@ -145,10 +149,42 @@ func (p *localPhone) HandleMessage(c *peer.Conn, op peer.Opcode, buf *bufpool.Bu
 	wire.PutSplicePrefix(buf.B[frameRoom:], p.connID)
 	end := head + len(payload)
 	buf.B[end] = '}'
-	err := p.binary.Deliver(buf, buf.B[frameRoom:end+1], c.Closing(), !c.Buffered())
+	msg, last := buf.B[frameRoom:end+1], !c.Buffered()
+	if !c.OnLoop() {
+		p.delivered(c, buf, len(payload), p.binary.Deliver(buf, msg, c.Closing(), last))
+		return
+	}
+	// On an event loop the handler must not wait. A binary that can say
+	// so without waiting takes the frame here; when its queue is over
+	// budget (or it cannot tell), the phone is parked: its input waits,
+	// as the reader goroutine would, while a goroutine waits for room.
+	if tb, ok := p.binary.(tryDeliverer); ok {
+		if err := tb.TryDeliver(buf, msg, last); !errors.Is(err, peer.ErrQueueFull) {
+			p.delivered(c, buf, len(payload), err)
+			return
+		}
+	}
+	resume := c.Park()
+	go func() {
+		p.delivered(c, buf, len(payload), p.binary.Deliver(buf, msg, c.Closing(), last))
+		resume()
+	}()
+}
+
+// tryDeliverer is implemented by a Binary whose Deliver can be tried
+// without waiting (localBinary): TryDeliver fails with peer.ErrQueueFull,
+// keeping nothing, where Deliver would wait. Other Binary implementations
+// are called from a goroutine when the phone is on an event loop.
+type tryDeliverer interface {
+	TryDeliver(buf *bufpool.Buf, msg []byte, last bool) error
+}
+
+// delivered accounts for a phone frame handed to the binary (err nil) or
+// refused (then buf is released here).
+func (p *localPhone) delivered(c *peer.Conn, buf *bufpool.Buf, n int, err error) {
 	if err == nil {
 		p.s.stats.FramesToBinary.Add(1)
-		p.s.stats.BytesToBinary.Add(int64(len(payload)))
+		p.s.stats.BytesToBinary.Add(int64(n))
 		return
 	}
 	buf.Release()

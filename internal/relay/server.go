@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pyrycode/pyrycode-relay/internal/evloop"
 	"github.com/pyrycode/pyrycode-relay/internal/peer"
 	"github.com/pyrycode/pyrycode-relay/internal/registry"
 	"github.com/pyrycode/pyrycode-relay/internal/wire"
@@ -74,6 +75,7 @@ type Server struct {
 	health  func() any // extra /healthz field in cluster mode
 	stats   *Stats
 	started time.Time
+	loops   *evloop.Group // nil: a goroutine per connection
 
 	binOpt, phoneOpt peer.Options
 
@@ -97,6 +99,10 @@ func WithDirectory(d Directory) Option { return func(s *Server) { s.dir = d } }
 func WithForwardObserver(f func(seconds float64)) Option {
 	return func(s *Server) { s.stats.forward = f }
 }
+
+// WithLoops serves plain TCP connections on the event loops of g instead
+// of a goroutine each (TLS connections keep their goroutine).
+func WithLoops(g *evloop.Group) Option { return func(s *Server) { s.loops = g } }
 
 // WithClusterHealth adds a "cluster" object, f's value, to /healthz.
 func WithClusterHealth(f func() any) Option { return func(s *Server) { s.health = f } }
@@ -145,6 +151,7 @@ func New(cfg Config, log *slog.Logger, opts ...Option) *Server {
 		ReasonHeartbeat:      peer.Close(wire.CloseHeartbeat),
 		ReasonMessageTimeout: peer.Close(wire.CloseMessageTimeout),
 		ReasonInvalidUTF8:    peer.Close(wire.CloseInvalidUTF8),
+		Loops:                s.loops,
 	}
 	if s.stats.forward != nil {
 		base.StampReads = true
@@ -279,6 +286,22 @@ var shuttingDownFrame = func() []byte {
 func (s *Server) refuse(w http.ResponseWriter, ep Endpoint, o Outcome) {
 	s.stats.Upgrade(ep, o)
 	w.WriteHeader(http.StatusBadRequest)
+}
+
+// serve runs c with h until it ends, then calls end with how it ended and
+// stops tracking it. A connection on an event loop is started there and
+// serve returns at once (end then runs on a goroutine of its own);
+// otherwise it is run on the calling goroutine.
+func (s *Server) serve(c *peer.Conn, h peer.Handler, end func(peer.CloseInfo)) {
+	if c.OnLoop() {
+		c.Start(h, func(info peer.CloseInfo) {
+			end(info)
+			s.forget(c)
+		})
+		return
+	}
+	end(c.Run(h))
+	s.forget(c)
 }
 
 // forget stops tracking c once its goroutine is done with it.

@@ -1,0 +1,182 @@
+//go:build linux
+
+package peer
+
+import (
+	"bufio"
+	"net"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pyrycode/pyrycode-relay/internal/bufpool"
+	"github.com/pyrycode/pyrycode-relay/internal/evloop"
+)
+
+func loopOptions(t *testing.T) *Options {
+	t.Helper()
+	g := testLoops
+	if g == nil {
+		var err error
+		if g, err = evloop.NewGroup(2); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(g.Close)
+	}
+	opt := testOptions()
+	opt.Loops = g
+	return opt
+}
+
+// loopPair is tcpPair on an event loop, started with Start.
+func loopPair(t *testing.T, opt *Options, h Handler) (*Conn, net.Conn, chan CloseInfo) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := New(server, nil, opt)
+	if !c.OnLoop() {
+		t.Fatal("a TCP connection made with Loops is not on a loop")
+	}
+	ended := make(chan CloseInfo, 1)
+	c.Start(h, func(ci CloseInfo) { ended <- ci })
+	t.Cleanup(func() {
+		client.Close()
+		select {
+		case <-c.Done():
+		case <-time.After(5 * time.Second):
+			t.Error("connection did not end")
+		}
+	})
+	return c, client, ended
+}
+
+// Idle connections on a loop own no goroutine: opening many adds none.
+func TestLoopIdleConnectionsHaveNoGoroutine(t *testing.T) {
+	opt := loopOptions(t)
+	opt.HeartbeatInterval = time.Hour
+	runtime.GC()
+	before := runtime.NumGoroutine()
+	const n = 200
+	clients := make([]net.Conn, 0, n)
+	for range n {
+		_, client, _ := loopPair(t, opt, &collect{})
+		clients = append(clients, client)
+	}
+	// Each connection echoes one frame, so it is surely being served.
+	key := [4]byte{1, 2, 3, 4}
+	for _, cl := range clients {
+		writeAll(t, cl, clientFrame(true, OpPing, []byte("hi"), key))
+		cl.SetReadDeadline(time.Now().Add(5 * time.Second))
+		f, err := readServerFrame(bufio.NewReader(cl))
+		if err != nil || f.op != OpPong || string(f.payload) != "hi" {
+			t.Fatalf("pong: %v %v %q", err, f.op, f.payload)
+		}
+	}
+	time.Sleep(50 * time.Millisecond)
+	if after := runtime.NumGoroutine(); after > before+n/10 {
+		t.Fatalf("%d goroutines for %d idle connections (before: %d)", after-before, n, before)
+	}
+}
+
+// parkHandler parks each message and delivers it from a goroutine after a
+// pause, as the router does when a binary's queue is full.
+type parkHandler struct {
+	mu   sync.Mutex
+	msgs []string
+	got  chan struct{}
+}
+
+func (h *parkHandler) HandleMessage(c *Conn, _ Opcode, buf *bufpool.Buf, payload []byte) {
+	resume := c.Park()
+	s := string(payload)
+	go func() {
+		time.Sleep(5 * time.Millisecond)
+		h.mu.Lock()
+		h.msgs = append(h.msgs, s)
+		h.mu.Unlock()
+		buf.Release()
+		h.got <- struct{}{}
+		resume()
+	}()
+}
+
+// A parked connection reads nothing more until resumed, then continues
+// with the input it had already read, in order.
+func TestLoopParkKeepsOrder(t *testing.T) {
+	opt := loopOptions(t)
+	h := &parkHandler{got: make(chan struct{}, 64)}
+	_, client, _ := loopPair(t, opt, h)
+	key := [4]byte{5, 6, 7, 8}
+	var burst []byte
+	want := []string{"a", "b", "c", "d", "e"}
+	for _, m := range want {
+		burst = append(burst, clientFrame(true, OpText, []byte(m), key)...)
+	}
+	writeAll(t, client, burst) // one read on the loop: four messages wait
+	for range want {
+		select {
+		case <-h.got:
+		case <-time.After(5 * time.Second):
+			t.Fatal("a parked message was not delivered")
+		}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for i, m := range want {
+		if h.msgs[i] != m {
+			t.Fatalf("delivered %q, want %q", h.msgs, want)
+		}
+	}
+}
+
+// A socket the loop cannot take over (here: closed before Start) ends the
+// connection at once, as dropped, and Start still reports its end.
+func TestLoopStartFailureEnds(t *testing.T) {
+	opt := loopOptions(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := New(server, nil, opt)
+	server.Close()
+	ended := make(chan CloseInfo, 1)
+	c.Start(&collect{}, func(ci CloseInfo) { ended <- ci })
+	select {
+	case ci := <-ended:
+		if !ci.Dropped || ci.Code != 1011 {
+			t.Fatalf("ended with %+v, want dropped with 1011", ci)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Start did not report the end")
+	}
+	select {
+	case <-c.Done():
+	default:
+		t.Fatal("Done not closed")
+	}
+	if err := c.Send(nil, []byte("x"), true); err != ErrClosed {
+		t.Fatalf("Send after the end: %v", err)
+	}
+}

@@ -1,0 +1,28 @@
+//go:build !linux
+
+package peer
+
+// loopConn does not exist where there is no event loop: every connection
+// has a reader goroutine.
+type loopConn struct{}
+
+func newLoopConn(*Conn) *loopConn { return nil }
+
+// Start serves the connection on a new goroutine (there is no event loop
+// on this system). onEnd runs once with how the connection ended.
+func (c *Conn) Start(h Handler, onEnd func(CloseInfo)) {
+	go func() { onEnd(c.Run(h)) }()
+}
+
+// OnLoop reports false: there is no event loop on this system.
+func (c *Conn) OnLoop() bool { return false }
+
+// Park is never needed without an event loop; it returns a no-op.
+func (c *Conn) Park() (resume func()) { return func() {} }
+
+func (ls *loopConn) requestFlush()         {}
+func (ls *loopConn) inlineWrite(*Conn)     {}
+func (ls *loopConn) abortLocked()          {}
+func (ls *loopConn) writerDoneLocked()     {}
+func (ls *loopConn) buffered() bool        { return false }
+func (ls *loopConn) canInlineLocked() bool { return false }
