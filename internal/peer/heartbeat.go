@@ -37,13 +37,23 @@ func (c *Conn) onHeartbeat() {
 		return
 	default:
 	}
+	if wait, ok := c.heartbeatTick(); ok {
+		c.hb.Reset(wait)
+	}
+}
+
+// heartbeatTick is one firing of the heartbeat timer, on either I/O path:
+// it closes a peer whose oldest unanswered ping is HeartbeatTimeout old,
+// pings when the interval has passed, and returns how long until it must
+// run again (ok false: the connection is closing, no need).
+func (c *Conn) heartbeatTick() (wait time.Duration, ok bool) {
 	now := time.Now()
 	if c.pongSeen.Swap(false) {
 		c.unanswered = time.Time{}
 	}
 	if !c.unanswered.IsZero() && !now.Before(c.unanswered.Add(c.opt.HeartbeatTimeout)) {
 		c.Close(c.opt.ReasonHeartbeat, false)
-		return
+		return 0, false
 	}
 	if !now.Before(c.nextPing) {
 		if c.unanswered.IsZero() {
@@ -58,7 +68,7 @@ func (c *Conn) onHeartbeat() {
 			next = due
 		}
 	}
-	c.hb.Reset(next.Sub(now))
+	return next.Sub(now), true
 }
 
 // gotPong records a pong for the heartbeat and answers waiting probes.

@@ -430,32 +430,12 @@ func (ls *loopConn) setEvents() {
 }
 
 func (ls *loopConn) onHeartbeat() {
-	c := ls.c
 	if ls.ended {
 		return
 	}
-	now := time.Now()
-	if c.pongSeen.Swap(false) {
-		c.unanswered = time.Time{}
+	if wait, ok := ls.c.heartbeatTick(); ok {
+		ls.l.Arm(&ls.hbT, evloop.Now()+int64(wait))
 	}
-	if !c.unanswered.IsZero() && !now.Before(c.unanswered.Add(c.opt.HeartbeatTimeout)) {
-		c.Close(c.opt.ReasonHeartbeat, false)
-		return
-	}
-	if !now.Before(c.nextPing) {
-		if c.unanswered.IsZero() {
-			c.unanswered = now
-		}
-		c.sendControl(OpPing, nil)
-		c.nextPing = now.Add(c.opt.HeartbeatInterval)
-	}
-	next := c.nextPing
-	if !c.unanswered.IsZero() {
-		if due := c.unanswered.Add(c.opt.HeartbeatTimeout); due.Before(next) {
-			next = due
-		}
-	}
-	ls.l.Arm(&ls.hbT, evloop.Now()+int64(next.Sub(now)))
 }
 
 // requestFlush hands the writer role to the loop. Called with Conn.mu
