@@ -21,17 +21,12 @@ package acmetest
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
 	"io"
 	"log"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -49,6 +44,8 @@ import (
 	"github.com/letsencrypt/pebble/v2/va"
 	"github.com/letsencrypt/pebble/v2/wfe"
 	"github.com/miekg/dns"
+
+	"github.com/pyrycode/pyrycode-relay/internal/testcert"
 )
 
 // LeakedFunction is the one goroutine a pebble instance leaves behind (its
@@ -135,7 +132,8 @@ func Start(t testing.TB, opt Options) *CA {
 		}
 	})
 
-	apiCert, apiPEM := selfSigned(t, "127.0.0.1")
+	apiCert := testcert.New(t, "127.0.0.1")
+	apiPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: apiCert.Certificate[0]})
 	srv := httptest.NewUnstartedServer(counting)
 	srv.TLS = &tls.Config{Certificates: []tls.Certificate{apiCert}, MinVersion: tls.VersionTLS12}
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
@@ -298,37 +296,6 @@ func discoverNewOrderPath(t testing.TB, api http.Handler) string {
 		t.Fatal(err)
 	}
 	return u.Path
-}
-
-// selfSigned makes an ECDSA certificate for an IP address that is its own
-// issuer, and returns it with its PEM.
-func selfSigned(t testing.TB, ip string) (tls.Certificate, []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: "acmetest API"},
-		IPAddresses:           []net.IP{net.ParseIP(ip)},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key},
-		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
 
 // statusRecorder remembers the status an http.Handler wrote.
