@@ -40,8 +40,9 @@ type Options struct {
 	// StampReads records each message's arrival time in its Buf.Stamp.
 	StampReads bool
 	// OnWritten, when set, is called by the writer for every data frame
-	// written whose buffer carries a Stamp.
-	OnWritten func(stamp int64)
+	// written whose buffer carries a Stamp, with the time of the write
+	// (unix nanoseconds, read once per write, not per frame).
+	OnWritten func(stamp, now int64)
 	// Loops, when set, serves plain TCP connections on these event loops
 	// (Start) instead of a reader goroutine each; other connections (TLS)
 	// keep their goroutine. See loop_linux.go.

@@ -78,12 +78,14 @@ func TestUnmaskCopyMatchesNaive(t *testing.T) {
 		src[i] = byte(i * 7)
 	}
 	for pos := range 4 {
-		for n := range 40 {
+		for n := range len(src) + 1 {
 			got := make([]byte, n)
 			unmaskCopy(got, src[:n], key, pos)
+			inPlace := append([]byte(nil), src[:n]...)
+			unmaskCopy(inPlace, inPlace, key, pos)
 			for i := range n {
-				if want := src[i] ^ key[(pos+i)&3]; got[i] != want {
-					t.Fatalf("pos %d n %d byte %d: %x want %x", pos, n, i, got[i], want)
+				if want := src[i] ^ key[(pos+i)&3]; got[i] != want || inPlace[i] != want {
+					t.Fatalf("pos %d n %d byte %d: %x (in place %x) want %x", pos, n, i, got[i], inPlace[i], want)
 				}
 			}
 		}

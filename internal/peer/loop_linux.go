@@ -271,6 +271,7 @@ func (ls *loopConn) OnEvents(ev uint32) {
 // p is used up, the handler parks the connection or the connection ends.
 func (ls *loopConn) input(p []byte) {
 	c := ls.c
+	var stamp int64 // what one read returned arrived at once: one clock read
 	for len(p) > 0 && !ls.ended {
 		n, ev := ls.fr.next(p)
 		p = p[n:]
@@ -284,7 +285,10 @@ func (ls *loopConn) input(p []byte) {
 				continue
 			}
 			if c.opt.StampReads {
-				buf.Stamp = time.Now().UnixNano()
+				if stamp == 0 {
+					stamp = time.Now().UnixNano()
+				}
+				buf.Stamp = stamp
 			}
 			ls.h.HandleMessage(c, op, buf, payload)
 			if ls.paused {
@@ -565,6 +569,7 @@ func (ls *loopConn) writeSome(vs *vecScratch) (bool, error) {
 	}
 	// Retire what was written.
 	written, sentClose := 0, false
+	var now int64
 	for ls.wpos < ls.wend {
 		it := &ls.wq[ls.wpos]
 		size := len(it.data)
@@ -581,7 +586,10 @@ func (ls *loopConn) writeSome(vs *vecScratch) (bool, error) {
 		if it.op == OpText || it.op == opRaw {
 			written += it.cost
 			if c.opt.OnWritten != nil && it.buf != nil && it.buf.Stamp != 0 {
-				c.opt.OnWritten(it.buf.Stamp)
+				if now == 0 {
+					now = time.Now().UnixNano()
+				}
+				c.opt.OnWritten(it.buf.Stamp, now)
 			}
 		}
 		sentClose = sentClose || it.op == OpClose

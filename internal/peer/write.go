@@ -118,7 +118,7 @@ func (c *Conn) enqueueUnlock(it item, now bool) {
 		it.buf.Release()
 	case n == len(frame):
 		if c.opt.OnWritten != nil && it.buf != nil && it.buf.Stamp != 0 {
-			c.opt.OnWritten(it.buf.Stamp)
+			c.opt.OnWritten(it.buf.Stamp, time.Now().UnixNano())
 		}
 		c.addQueuedLocked(-it.cost)
 		it.buf.Release()
@@ -278,12 +278,16 @@ func (c *Conn) writeLoop() {
 			sentClose, err = c.writeItems(b, items[head:])
 		}
 		n := 0
+		var now int64
 		for i := range items {
 			it := &items[i]
 			if it.op == OpText || it.op == opRaw {
 				n += it.cost
 				if c.opt.OnWritten != nil && err == nil && !failed && it.buf != nil && it.buf.Stamp != 0 {
-					c.opt.OnWritten(it.buf.Stamp)
+					if now == 0 {
+						now = time.Now().UnixNano()
+					}
+					c.opt.OnWritten(it.buf.Stamp, now)
 				}
 			}
 			it.buf.Release()

@@ -2,7 +2,6 @@ package relay
 
 import (
 	"sync/atomic"
-	"time"
 )
 
 // Stats counts what the relay did. Every field is safe for concurrent use.
@@ -130,9 +129,10 @@ func (s *Stats) closed(r Role, code int) {
 // (i == len(CloseCodes) means any other code).
 func (s *Stats) Closes(r Role, i int) int64 { return s.closes[r][i].Load() }
 
-// observeForward records one frame's time through the relay.
-func (s *Stats) observeForward(readAt int64) {
+// observeForward records one frame's time through the relay: read at
+// readAt, written at now (unix nanoseconds).
+func (s *Stats) observeForward(readAt, now int64) {
 	if s.forward != nil && readAt != 0 {
-		s.forward(float64(time.Now().UnixNano()-readAt) / 1e9)
+		s.forward(float64(now-readAt) / 1e9)
 	}
 }

@@ -285,3 +285,18 @@ func TestValidJSONNoAllocs(t *testing.T) {
 		}
 	}
 }
+
+// Long plain runs are checked 32 bytes per step: a byte that needs
+// attention at any offset of a step, or just past it, must still be seen.
+func TestValidJSONStopAtEveryOffset(t *testing.T) {
+	stops := []string{`"`, `\`, `\n`, `\u00e9`, "\n", "\x01", "\u00e9", "\u20ac", "\xff", "\xc3", `\q`}
+	for _, stop := range stops {
+		for pos := 0; pos < 100; pos++ {
+			body := strings.Repeat("A", pos) + stop + strings.Repeat("B", 70)
+			doc := []byte(`{"data":"` + body + `"}`)
+			if got, want := ValidJSON(doc), oracleValid(doc); got != want {
+				t.Fatalf("stop %q at %d: ValidJSON %v, oracle %v", stop, pos, got, want)
+			}
+		}
+	}
+}
