@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/pires/go-proxyproto"
 )
@@ -279,6 +280,35 @@ func (c *conn) CloseWrite() error {
 	}
 	return errors.ErrUnsupported
 }
+
+// ReleaseSocket lets go of the socket object (the *net.TCPConn, its
+// descriptor record and its two addresses: about 300 bytes) once the
+// caller has taken the socket over with a descriptor of its own and closed
+// the runtime's, as the event loops do. The wrapper keeps the connection's
+// slots, which Close still gives back, and its remote address; reads and
+// writes through it fail from now on.
+func (c *conn) ReleaseSocket() {
+	c.mu.Lock()
+	if !c.remote.IsValid() {
+		c.remote = addrPortOf(c.Conn.RemoteAddr())
+	}
+	c.Conn = releasedSocket{}
+	c.mu.Unlock()
+}
+
+// releasedSocket stands in for a socket after ReleaseSocket.
+type releasedSocket struct{}
+
+var releasedAddr = &net.TCPAddr{}
+
+func (releasedSocket) Read([]byte) (int, error)         { return 0, net.ErrClosed }
+func (releasedSocket) Write([]byte) (int, error)        { return 0, net.ErrClosed }
+func (releasedSocket) Close() error                     { return nil }
+func (releasedSocket) LocalAddr() net.Addr              { return releasedAddr }
+func (releasedSocket) RemoteAddr() net.Addr             { return releasedAddr }
+func (releasedSocket) SetDeadline(time.Time) error      { return net.ErrClosed }
+func (releasedSocket) SetReadDeadline(time.Time) error  { return net.ErrClosed }
+func (releasedSocket) SetWriteDeadline(time.Time) error { return net.ErrClosed }
 
 // TCPConn returns the underlying *net.TCPConn once no byte is buffered in
 // the wrapper, for callers that write with writev or read the descriptor

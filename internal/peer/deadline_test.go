@@ -188,8 +188,7 @@ func TestInlineAfterPartialWriteAndIdle(t *testing.T) {
 	opt := deadlineOptions()
 	opt.QueueBytes = 64 << 20
 	opt.WriteTimeout = 2 * time.Second // the big frames below need it while the client is slow
-	c, client, _ := tcpPair(t, opt)
-	c.tcp.SetWriteBuffer(16384)
+	c, client, _ := tcpPairBuf(t, opt, 16384)
 	client.(*net.TCPConn).SetReadBuffer(16384)
 	const size = 200000
 	big := make([]byte, size)

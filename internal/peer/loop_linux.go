@@ -143,6 +143,13 @@ func (ls *loopConn) attach(h Handler, onEnd func(CloseInfo)) bool {
 	// socket lives on in ours. A wrapping net.Conn (connection accounting)
 	// is closed only when the connection ends.
 	_ = c.tcp.Close()
+	c.tcp = nil
+	if r, ok := c.nc.(interface{ ReleaseSocket() }); ok {
+		// The wrapper need not keep the closed socket's objects for the
+		// connection's life (an idle connection's largest part after
+		// its own records).
+		r.ReleaseSocket()
+	}
 	ls.l.Post(ls)
 	return true
 }

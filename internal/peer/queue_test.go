@@ -14,6 +14,13 @@ import (
 // tcpPair returns a Conn running over loopback TCP and the client's socket.
 func tcpPair(t *testing.T, opt *Options) (*Conn, net.Conn, chan struct{}) {
 	t.Helper()
+	return tcpPairBuf(t, opt, 0)
+}
+
+// tcpPairBuf is tcpPair with the server socket's send buffer set to sndbuf
+// (when not 0) before the Conn takes it over.
+func tcpPairBuf(t *testing.T, opt *Options, sndbuf int) (*Conn, net.Conn, chan struct{}) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -26,6 +33,9 @@ func tcpPair(t *testing.T, opt *Options) (*Conn, net.Conn, chan struct{}) {
 	server, err := ln.Accept()
 	if err != nil {
 		t.Fatal(err)
+	}
+	if sndbuf > 0 {
+		server.(*net.TCPConn).SetWriteBuffer(sndbuf)
 	}
 	c := New(server, nil, opt)
 	done := make(chan struct{})
@@ -107,8 +117,7 @@ func TestPingFloodDoesNotGrowQueue(t *testing.T) {
 func TestInlinePartialWritesKeepFramesWhole(t *testing.T) {
 	opt := testOptions()
 	opt.QueueBytes = 64 << 20
-	c, client, _ := tcpPair(t, opt)
-	c.tcp.SetWriteBuffer(16384)
+	c, client, _ := tcpPairBuf(t, opt, 16384)
 	client.(*net.TCPConn).SetReadBuffer(16384)
 	const frames, size = 16, 20000
 	partialBefore := inlinePartial.Load()
