@@ -2,6 +2,7 @@ package evloop
 
 import (
 	"errors"
+	"hash/maphash"
 	"sync/atomic"
 	"time"
 )
@@ -40,6 +41,15 @@ type Group struct {
 func (g *Group) Pick() *Loop {
 	return g.loops[int(g.next.Add(1)-1)%len(g.loops)]
 }
+
+// ByKey returns the loop for key: every connection with the same key (a
+// server-id: a binary and its phones) lands on the same loop, and keys
+// spread evenly over the loops.
+func (g *Group) ByKey(key string) *Loop {
+	return g.loops[maphash.String(keySeed, key)%uint64(len(g.loops))]
+}
+
+var keySeed = maphash.MakeSeed()
 
 // Len returns the number of loops.
 func (g *Group) Len() int { return len(g.loops) }

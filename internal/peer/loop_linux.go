@@ -101,6 +101,26 @@ func (c *Conn) Start(h Handler, onEnd func(CloseInfo)) {
 // handler must then never block (see Park).
 func (c *Conn) OnLoop() bool { return c.ls != nil }
 
+// PlaceBy makes c be served on the event loop for key (a server-id), so
+// that a binary and its phones share one loop: frames between them never
+// wake another loop, and what one batch of input sends to the other is
+// written once, at the batch's end (see SameLoop). It must be called right
+// after New, before the Conn is shared.
+func (c *Conn) PlaceBy(key string) {
+	if c.ls != nil {
+		c.ls.l = c.opt.Loops.ByKey(key)
+	}
+}
+
+// SameLoop reports whether c and o are served by the same event loop. A
+// handler running on that loop that sends to o may then pass now=false
+// even for the last message of its input: the send is queued and the
+// loop writes everything queued during the batch once the batch is done,
+// instead of one system call per sender.
+func (c *Conn) SameLoop(o *Conn) bool {
+	return c.ls != nil && o != nil && o.ls != nil && c.ls.l == o.ls.l
+}
+
 // Park stops reading the connection until the returned function is
 // called. A handler on an event loop calls it before it hands a message
 // to a goroutine that may have to wait (back-pressure); the goroutine

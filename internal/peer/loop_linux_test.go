@@ -32,6 +32,13 @@ func loopOptions(t *testing.T) *Options {
 // loopPair is tcpPair on an event loop, started with Start.
 func loopPair(t *testing.T, opt *Options, h Handler) (*Conn, net.Conn, chan CloseInfo) {
 	t.Helper()
+	return loopPairKey(t, opt, h, "")
+}
+
+// loopPairKey is loopPair with the connection placed by key (PlaceBy)
+// unless key is empty.
+func loopPairKey(t *testing.T, opt *Options, h Handler, key string) (*Conn, net.Conn, chan CloseInfo) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -48,6 +55,9 @@ func loopPair(t *testing.T, opt *Options, h Handler) (*Conn, net.Conn, chan Clos
 	c := New(server, nil, opt)
 	if !c.OnLoop() {
 		t.Fatal("a TCP connection made with Loops is not on a loop")
+	}
+	if key != "" {
+		c.PlaceBy(key)
 	}
 	ended := make(chan CloseInfo, 1)
 	c.Start(h, func(ci CloseInfo) { ended <- ci })
@@ -178,5 +188,63 @@ func TestLoopStartFailureEnds(t *testing.T) {
 	}
 	if err := c.Send(nil, []byte("x"), true); err != ErrClosed {
 		t.Fatalf("Send after the end: %v", err)
+	}
+}
+
+// forwardTo sends every message it gets to dst without asking for an
+// inline write (now=false), as the relay does between connections that
+// share a loop.
+type forwardTo struct{ dst *Conn }
+
+func (f *forwardTo) HandleMessage(_ *Conn, _ Opcode, buf *bufpool.Buf, payload []byte) {
+	if f.dst.Send(buf, payload, false) != nil {
+		buf.Release()
+	}
+}
+
+// PlaceBy puts connections with one key on one loop, spreads keys over
+// the loops, and a send that leaves its write to the shared loop's
+// end-of-batch flush (now=false) is written all the same, in order.
+func TestPlaceBySharesALoopAndFlushesAtBatchEnd(t *testing.T) {
+	g, err := evloop.NewGroup(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	opt := testOptions()
+	opt.Loops = g
+	seen := map[*evloop.Loop]bool{}
+	for i := range 32 {
+		seen[g.ByKey(string(rune('a'+i)))] = true
+	}
+	if len(seen) < 2 {
+		t.Fatalf("32 keys all on %d loop", len(seen))
+	}
+
+	dst, dstClient, _ := loopPairKey(t, opt, &collect{}, "id-1")
+	src, srcClient, _ := loopPairKey(t, opt, &forwardTo{dst: dst}, "id-1")
+	if !src.SameLoop(dst) || !dst.SameLoop(src) {
+		t.Fatal("two connections placed by one key are on different loops")
+	}
+	key := [4]byte{9, 8, 7, 6}
+	var want []string
+	var burst []byte
+	for i := range 20 {
+		m := string(rune('A' + i))
+		want = append(want, m)
+		burst = append(burst, clientFrame(true, OpText, []byte(m), key)...)
+	}
+	writeAll(t, srcClient, burst[:len(burst)/2])
+	writeAll(t, srcClient, burst[len(burst)/2:])
+	r := bufio.NewReader(dstClient)
+	dstClient.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for _, m := range want {
+		f, err := readServerFrame(r)
+		if err != nil {
+			t.Fatalf("waiting for %q: %v", m, err)
+		}
+		if f.op != OpText || string(f.payload) != m {
+			t.Fatalf("got %v %q, want %q", f.op, f.payload, m)
+		}
 	}
 }

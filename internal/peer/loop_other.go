@@ -17,6 +17,12 @@ func (c *Conn) Start(h Handler, onEnd func(CloseInfo)) {
 // OnLoop reports false: there is no event loop on this system.
 func (c *Conn) OnLoop() bool { return false }
 
+// PlaceBy does nothing where there is no event loop.
+func (c *Conn) PlaceBy(string) {}
+
+// SameLoop is always false where there is no event loop.
+func (c *Conn) SameLoop(*Conn) bool { return false }
+
 // Park is never needed without an event loop; it returns a no-op.
 func (c *Conn) Park() (resume func()) { return func() {} }
 

@@ -64,6 +64,7 @@ func (s *Server) serveBinary(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := peer.New(nc, pending, &s.binOpt)
+	c.PlaceBy(id)  // its phones will be placed on the same loop
 	c.HoldWrites() // phones may queue frames once the claim is made; the 101 goes first
 	if !s.track(c) {
 		s.stats.Upgrade(EndpointServer, OutcomeDraining)
@@ -254,7 +255,11 @@ func (b *localBinary) HandleMessage(c *peer.Conn, op peer.Opcode, buf *bufpool.B
 		p.CloseDirective(buf, env.Frame, env.CloseCode)
 		return
 	}
-	p.Deliver(buf, env.Frame, !c.Buffered())
+	last := !c.Buffered()
+	if lp, ok := p.(*localPhone); ok && last && c.SameLoop(lp.conn) {
+		last = false // the loop writes it when this batch is done
+	}
+	p.Deliver(buf, env.Frame, last)
 }
 
 // pushWake validates a push_wake request and hands it to the PushSink.

@@ -24,6 +24,10 @@ type localPhone struct {
 	// silent means the binary must not get a close notice: it asked for the
 	// close, or the phone was evicted because the id changed hands.
 	silent atomic.Bool
+	// near: served on the binary's event loop (peer.Conn.SameLoop), so a
+	// frame to it is left for the loop's end-of-batch write. Set before
+	// the connection starts; read by its handler only.
+	near bool
 }
 
 var _ Phone = (*localPhone)(nil)
@@ -69,7 +73,7 @@ func (s *Server) servePhone(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, EndpointClient, OutcomeBadID)
 		return
 	}
-	c := s.upgrade(w, r, EndpointClient, &s.phoneOpt)
+	c := s.upgrade(w, r, EndpointClient, &s.phoneOpt, id)
 	if c == nil {
 		return
 	}
@@ -96,6 +100,9 @@ func (s *Server) runPhone(p *localPhone) {
 	}
 	s.stats.Upgrade(EndpointClient, OutcomeAccepted)
 	p.binary = holder
+	if lb, ok := holder.(*localBinary); ok {
+		p.near = p.conn.SameLoop(lb.conn) // both placed by the id (upgrade)
+	}
 	s.phones.Add(1)
 	s.log.Debug("phone_connected", "server_id", p.id, "conn_id", p.connID, "remote", remoteIP(p.conn))
 	s.serve(p.conn, p, func(info peer.CloseInfo) { s.phoneEnded(p, info) })
@@ -149,7 +156,7 @@ func (p *localPhone) HandleMessage(c *peer.Conn, op peer.Opcode, buf *bufpool.Bu
 	wire.PutSplicePrefix(buf.B[frameRoom:], p.connID)
 	end := head + len(payload)
 	buf.B[end] = '}'
-	msg, last := buf.B[frameRoom:end+1], !c.Buffered()
+	msg, last := buf.B[frameRoom:end+1], !c.Buffered() && !p.near
 	if !c.OnLoop() {
 		p.delivered(c, buf, len(payload), p.binary.Deliver(buf, msg, c.Closing(), last))
 		return

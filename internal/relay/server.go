@@ -231,7 +231,10 @@ func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
 // upgrade answers the opening handshake and starts tracking the
 // connection. It returns nil, having answered and counted the request,
 // when the request cannot be upgraded.
-func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, ep Endpoint, opt *peer.Options) *peer.Conn {
+//
+// On event loops the connection is served on the loop of its server-id
+// (id), where its binary is too: see peer.Conn.PlaceBy.
+func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, ep Endpoint, opt *peer.Options, id string) *peer.Conn {
 	if s.isDraining() {
 		s.stats.Upgrade(ep, OutcomeDraining)
 		w.WriteHeader(http.StatusServiceUnavailable)
@@ -246,6 +249,7 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, ep Endpoint, op
 		return nil
 	}
 	c := peer.New(nc, pending, opt)
+	c.PlaceBy(id)
 	if !s.track(c) {
 		// Upgraded just as the drain began: say so like every other
 		// connection (1001 "shutting down"), then hang up.
