@@ -1,8 +1,20 @@
 // Command perfplot draws how the relay scales with the number of open
-// connections from relay-load's JSON results (idle mode, one file per run)
-// and prints the same numbers as a Markdown table. Standard library only.
+// connections, for each I/O path, from the JSON results of
+// tools/perfplot/sweep.sh, and prints the same numbers as a Markdown table.
+// Standard library only.
 //
-//	go run ./tools/perfplot -o docs/performance-scaling.svg tools/perfplot/testdata/idle-*.json
+//	go run ./tools/perfplot -o docs/performance-scaling.svg tools/perfplot/testdata/{idle,rt}-*-*.json
+//
+// The files are relay-load results named MODE-IO-N.json: idle-IO-N.json
+// (relay-load --mode idle with N connections: memory per connection at
+// --idle-at and after the hold) and rt-IO-N.json (relay-load --mode rt run
+// while those N were open: the relay's CPU per round trip), IO being the
+// relay's --io. An idle file named idle-N.json (the sweep before it ran
+// both paths) is read as a path without a name.
+//
+//	go run ./tools/perfplot -summary result.json...
+//
+// prints one line of key figures per result file of any mode instead.
 package main
 
 import (
@@ -12,19 +24,32 @@ import (
 	"io"
 	"math"
 	"os"
+	"path/filepath"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/pyrycode/pyrycode-relay/internal/loadgen"
 )
 
-// point is one run: connections and what was measured with them open.
+// point is what was measured with conns connections open on one I/O path.
+// A figure that was not measured is 0.
 type point struct {
-	conns      int
-	rssMiB     float64
-	perConnKiB float64
-	p50, p99   float64 // probe round trip, ms
-	connP99    float64 // connect latency p99, ms
+	io    string
+	conns int
+
+	idleAt     float64 // seconds after the last connect of the first memory reading
+	atKiB      float64 // relay RSS growth per connection then
+	hold       float64 // seconds of the hold
+	holdKiB    float64 // relay RSS growth per connection at its end
+	rssMiB     float64 // relay RSS at its end
+	idleFailed bool    // the idle run was not OK
+
+	cpuUs        float64 // relay CPU per round trip, rt run next to the conns
+	rtPerSec     float64
+	rtP50, rtP99 float64 // ms
+	rtFailed     bool    // the rt run was not OK
 }
 
 func main() {
@@ -32,7 +57,7 @@ func main() {
 	summary := flag.Bool("summary", false, "print one line of key figures per result file (any mode) instead of plotting")
 	flag.Parse()
 	if flag.NArg() == 0 {
-		fmt.Fprintln(os.Stderr, "usage: perfplot [-o out.svg | -summary] result.json...")
+		fmt.Fprintln(os.Stderr, "usage: perfplot [-o out.svg] {idle,rt}-IO-N.json... | perfplot -summary result.json...")
 		os.Exit(2)
 	}
 	if *summary {
@@ -60,8 +85,31 @@ func main() {
 	}
 }
 
+// parseName splits a result file's name, MODE-IO-N.json or MODE-N.json,
+// into its parts; n is 0 when the name has no count.
+func parseName(name string) (mode, io string, n int) {
+	parts := strings.Split(strings.TrimSuffix(filepath.Base(name), ".json"), "-")
+	mode = parts[0]
+	if len(parts) > 1 {
+		if v, err := strconv.Atoi(parts[len(parts)-1]); err == nil && v > 0 {
+			n = v
+			parts = parts[:len(parts)-1]
+		}
+	}
+	io = strings.Join(parts[1:], "-")
+	return mode, io, n
+}
+
+// load reads the files and pairs each idle run with the rt run of the same
+// path and count. Points come out by path, in the order the paths first
+// appear in files, then by count.
 func load(files []string) ([]point, error) {
-	var pts []point
+	type key struct {
+		io string
+		n  int
+	}
+	byKey := map[key]*point{}
+	var ios []string
 	for _, name := range files {
 		b, err := os.ReadFile(name)
 		if err != nil {
@@ -71,82 +119,192 @@ func load(files []string) ([]point, error) {
 		if err := json.Unmarshal(b, &r); err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
-		if r.Relay == nil {
+		rs := r.Relay
+		if rs == nil {
 			return nil, fmt.Errorf("%s: no relay figures (run relay-load with --relay-pid)", name)
 		}
-		pts = append(pts, point{
-			conns:      r.Connections.Binaries + r.Connections.Phones,
-			rssMiB:     float64(r.Relay.RSSAfter) / (1 << 20),
-			perConnKiB: r.Relay.RSSPerConn / 1024,
-			p50:        r.Latency.P50,
-			p99:        r.Latency.P99,
-			connP99:    r.ConnectLatency.P99,
-		})
+		_, io, n := parseName(name)
+		switch r.Mode {
+		case loadgen.ModeIdle:
+			if n == 0 {
+				n = r.Connections.Binaries + r.Connections.Phones
+			}
+		case loadgen.ModeRT:
+			if n == 0 {
+				return nil, fmt.Errorf("%s: an rt result's name must say how many connections were open next to it (rt-IO-N.json)", name)
+			}
+		default:
+			return nil, fmt.Errorf("%s: mode %q: want idle or rt results", name, r.Mode)
+		}
+		k := key{io, n}
+		p := byKey[k]
+		if p == nil {
+			p = &point{io: io, conns: n}
+			byKey[k] = p
+			if !slices.Contains(ios, io) {
+				ios = append(ios, io)
+			}
+		}
+		if r.Mode == loadgen.ModeIdle {
+			p.idleAt, p.atKiB = rs.IdleAt, rs.RSSPerConnIdleAt/1024
+			p.hold, p.holdKiB = r.Params.Hold, rs.RSSPerConn/1024
+			p.rssMiB = float64(rs.RSSAfter) / (1 << 20)
+			p.idleFailed = !r.OK
+		} else {
+			p.cpuUs, p.rtPerSec = rs.CPUPerOpUs, r.OpsPerSec
+			p.rtP50, p.rtP99 = r.Latency.P50, r.Latency.P99
+			p.rtFailed = !r.OK
+		}
 	}
-	sort.Slice(pts, func(i, j int) bool { return pts[i].conns < pts[j].conns })
+	pts := make([]point, 0, len(byKey))
+	for _, p := range byKey {
+		pts = append(pts, *p)
+	}
+	sort.Slice(pts, func(i, j int) bool {
+		a, b := slices.Index(ios, pts[i].io), slices.Index(ios, pts[j].io)
+		if a != b {
+			return a < b
+		}
+		return pts[i].conns < pts[j].conns
+	})
 	return pts, nil
 }
 
-func table(w io.Writer, pts []point) {
-	fmt.Fprintln(w, "| Connections | Relay RSS | RSS per connection | Round trip p50 | Round trip p99 | Connect p99 |")
-	fmt.Fprintln(w, "|---:|---:|---:|---:|---:|---:|")
+// pathName is how a path is called in the table and the legend.
+func pathName(io string) string {
+	if io == "" {
+		return "relay"
+	}
+	return "--io " + io
+}
+
+// first returns the first non-zero f(p), or 0.
+func first(pts []point, f func(point) float64) float64 {
 	for _, p := range pts {
-		fmt.Fprintf(w, "| %d | %.1f MiB | %.2f KiB | %.3f ms | %.3f ms | %.2f ms |\n",
-			p.conns, p.rssMiB, p.perConnKiB, p.p50, p.p99, p.connP99)
+		if v := f(p); v != 0 {
+			return v
+		}
+	}
+	return 0
+}
+
+func table(w io.Writer, pts []point) {
+	idleAt := first(pts, func(p point) float64 { return p.idleAt })
+	hold := first(pts, func(p point) float64 { return p.hold })
+	at, after := "soon after the last connect", "after the hold"
+	if idleAt > 0 {
+		at = fmt.Sprintf("%g s after the last connect", idleAt)
+	}
+	if hold > 0 {
+		after = fmt.Sprintf("after a %g s hold", hold)
+	}
+	fmt.Fprintf(w, "| I/O path | Connections | RSS per connection %s | RSS per connection %s | Relay RSS after the hold | Relay CPU per round trip | Round trips/s | Round trip p50 | Round trip p99 |\n", at, after)
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+	f := func(v float64, format string) string {
+		if v == 0 {
+			return "–"
+		}
+		return fmt.Sprintf(format, v)
+	}
+	for _, p := range pts {
+		note := ""
+		if p.idleFailed {
+			note += " (idle run FAILED)"
+		}
+		if p.rtFailed {
+			note += " (rt run FAILED)"
+		}
+		fmt.Fprintf(w, "| `%s` | %d%s | %s | %s | %s | %s | %s | %s | %s |\n", pathName(p.io), p.conns, note,
+			f(p.atKiB, "%.2f KiB"), f(p.holdKiB, "%.2f KiB"), f(p.rssMiB, "%.1f MiB"),
+			f(p.cpuUs, "%.2f µs"), f(p.rtPerSec, "%.0f"), f(p.rtP50, "%.3f ms"), f(p.rtP99, "%.3f ms"))
 	}
 }
 
-// Drawing: three panels side by side, a log-scale x axis of connections.
+// Drawing: two panels side by side, a log-scale x axis of connections, a
+// legend under each.
 const (
-	panelW, panelH = 300.0, 220.0
+	panelW, panelH = 380.0, 240.0
 	marginL        = 60.0
 	marginT        = 40.0
 	marginB        = 50.0
 	gap            = 80.0
+	legendRow      = 16.0
+	memTargetKiB   = 2 // issue 9: an idle plain connection, 15,000 open, 3 s after the last connect
 )
 
-type series struct {
+// pathColors are the paths' colours, in the order they appear.
+var pathColors = []string{"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"}
+
+// line is one series of a panel.
+type line struct {
 	name  string
 	color string
-	y     func(point) float64
+	dash  string // stroke-dasharray, "" for solid
+	xs    []int
+	ys    []float64
 }
 
 func svg(w io.Writer, pts []point) {
-	width := marginL + 3*panelW + 2*gap + 20
-	height := marginT + panelH + marginB + 20
+	var ios []string
+	for _, p := range pts {
+		if !slices.Contains(ios, p.io) {
+			ios = append(ios, p.io)
+		}
+	}
+	idleAt := first(pts, func(p point) float64 { return p.idleAt })
+	hold := first(pts, func(p point) float64 { return p.hold })
+	var mem, cpu []line
+	collect := func(io string, f func(point) float64) (xs []int, ys []float64) {
+		for _, p := range pts {
+			if p.io == io && f(p) > 0 {
+				xs, ys = append(xs, p.conns), append(ys, f(p))
+			}
+		}
+		return xs, ys
+	}
+	for i, io := range ios {
+		color := pathColors[i%len(pathColors)]
+		if xs, ys := collect(io, func(p point) float64 { return p.atKiB }); len(xs) > 0 {
+			mem = append(mem, line{fmt.Sprintf("%s, %g s after the last connect", pathName(io), idleAt), color, "", xs, ys})
+		}
+		if xs, ys := collect(io, func(p point) float64 { return p.holdKiB }); len(xs) > 0 {
+			mem = append(mem, line{fmt.Sprintf("%s, after a %g s hold", pathName(io), hold), color, "6,4", xs, ys})
+		}
+		if xs, ys := collect(io, func(p point) float64 { return p.cpuUs }); len(xs) > 0 {
+			cpu = append(cpu, line{pathName(io) + ", 64 phones x 8 in flight, 1 KiB", color, "", xs, ys})
+		}
+	}
+	rows := max(len(mem), len(cpu), 1)
+	width := marginL + 2*panelW + gap + 20
+	height := marginT + panelH + marginB + float64(rows+1)*legendRow
 	fmt.Fprintf(w, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" viewBox="0 0 %.0f %.0f" font-family="sans-serif" font-size="12">`+"\n",
 		width, height, width, height)
 	fmt.Fprintf(w, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
-	panels := []struct {
-		title string
-		logY  bool
-		ref   float64 // a dashed target line, 0 for none
-		ss    []series
-	}{
-		{"Relay RSS per connection (KiB, log)", true, 8, []series{{"RSS growth / connection", "#1f77b4", func(p point) float64 { return p.perConnKiB }}}},
-		{"Relay RSS (MiB)", false, 0, []series{{"RSS", "#2ca02c", func(p point) float64 { return p.rssMiB }}}},
-		{"Round trip with N open (ms)", false, 0, []series{
-			{"p50", "#1f77b4", func(p point) float64 { return p.p50 }},
-			{"p99", "#d62728", func(p point) float64 { return p.p99 }},
-		}},
+	minC, maxC := pts[0].conns, pts[0].conns
+	for _, p := range pts {
+		minC, maxC = min(minC, p.conns), max(maxC, p.conns)
 	}
-	for i, pn := range panels {
-		x0 := marginL + float64(i)*(panelW+gap)
-		panel(w, x0, marginT, pn.title, pn.logY, pn.ref, pts, pn.ss)
-	}
+	panel(w, marginL, marginT, "Relay RSS per idle connection (KiB, log)", true, memTargetKiB, minC, maxC, mem)
+	panel(w, marginL+panelW+gap, marginT, "Relay CPU per round trip with N open (µs)", false, 0, minC, maxC, cpu)
 	fmt.Fprintln(w, "</svg>")
 }
 
-func panel(w io.Writer, x0, y0 float64, title string, logY bool, ref float64, pts []point, ss []series) {
-	minX, maxX := math.Log10(float64(max(1, pts[0].conns))), math.Log10(float64(max(2, pts[len(pts)-1].conns)))
+func panel(w io.Writer, x0, y0 float64, title string, logY bool, ref float64, minC, maxC int, ls []line) {
+	minX, maxX := math.Log10(float64(max(1, minC))), math.Log10(float64(max(2, maxC)))
 	if maxX-minX < 1 {
 		maxX = minX + 1
 	}
-	maxY := 0.0
-	for _, s := range ss {
-		for _, p := range pts {
-			maxY = max(maxY, s.y(p))
+	maxY, minY := 0.0, math.Inf(1)
+	for _, l := range ls {
+		for _, v := range l.ys {
+			maxY, minY = max(maxY, v), min(minY, v)
 		}
+	}
+	if ref > 0 {
+		minY = min(minY, ref)
+	}
+	if math.IsInf(minY, 1) {
+		minY = 1
 	}
 	maxY = niceCeil(max(maxY, ref))
 	px := func(c int) float64 { return x0 + (math.Log10(float64(max(1, c)))-minX)/(maxX-minX)*panelW }
@@ -156,7 +314,7 @@ func panel(w io.Writer, x0, y0 float64, title string, logY bool, ref float64, pt
 		ticks = append(ticks, maxY*float64(k)/4)
 	}
 	if logY {
-		lo, hi := math.Floor(math.Log10(minPos(pts, ss, ref))), math.Ceil(math.Log10(maxY))
+		lo, hi := math.Floor(math.Log10(minY)), math.Ceil(math.Log10(maxY))
 		if hi-lo < 1 {
 			hi = lo + 1
 		}
@@ -180,24 +338,28 @@ func panel(w io.Writer, x0, y0 float64, title string, logY bool, ref float64, pt
 	}
 	fmt.Fprintf(w, `<text x="%.1f" y="%.1f" text-anchor="middle">open connections (log scale)</text>`+"\n", x0+panelW/2, y0+panelH+36)
 	if ref > 0 {
-		fmt.Fprintf(w, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#d62728" stroke-dasharray="6,4"/>`+"\n", x0, py(ref), x0+panelW, py(ref))
-		fmt.Fprintf(w, `<text x="%.1f" y="%.1f" fill="#d62728">target %s</text>`+"\n", x0+4, py(ref)+14, num(ref))
+		fmt.Fprintf(w, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#888" stroke-dasharray="2,3"/>`+"\n", x0, py(ref), x0+panelW, py(ref))
+		fmt.Fprintf(w, `<text x="%.1f" y="%.1f" fill="#666" text-anchor="end">target %s KiB</text>`+"\n", x0+panelW-4, py(ref)-4, num(ref))
 	}
-	for si, s := range ss {
+	for i, l := range ls {
+		dash := ""
+		if l.dash != "" {
+			dash = fmt.Sprintf(` stroke-dasharray="%s"`, l.dash)
+		}
 		var b strings.Builder
-		for i, p := range pts {
-			if i > 0 {
+		for j := range l.xs {
+			if j > 0 {
 				b.WriteByte(' ')
 			}
-			fmt.Fprintf(&b, "%.1f,%.1f", px(p.conns), py(s.y(p)))
+			fmt.Fprintf(&b, "%.1f,%.1f", px(l.xs[j]), py(l.ys[j]))
 		}
-		fmt.Fprintf(w, `<polyline points="%s" fill="none" stroke="%s" stroke-width="2"/>`+"\n", b.String(), s.color)
-		for _, p := range pts {
-			fmt.Fprintf(w, `<circle cx="%.1f" cy="%.1f" r="3" fill="%s"/>`+"\n", px(p.conns), py(s.y(p)), s.color)
+		fmt.Fprintf(w, `<polyline points="%s" fill="none" stroke="%s" stroke-width="2"%s/>`+"\n", b.String(), l.color, dash)
+		for j := range l.xs {
+			fmt.Fprintf(w, `<circle cx="%.1f" cy="%.1f" r="3" fill="%s"/>`+"\n", px(l.xs[j]), py(l.ys[j]), l.color)
 		}
-		if len(ss) > 1 {
-			fmt.Fprintf(w, `<text x="%.1f" y="%.1f" fill="%s">%s</text>`+"\n", x0+8, y0+16+float64(si)*14, s.color, esc(s.name))
-		}
+		ly := y0 + panelH + marginB + float64(i)*legendRow // legend
+		fmt.Fprintf(w, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="2"%s/>`+"\n", x0, ly-4, x0+30, ly-4, l.color, dash)
+		fmt.Fprintf(w, `<text x="%.1f" y="%.1f">%s</text>`+"\n", x0+36, ly, esc(l.name))
 	}
 }
 
@@ -276,23 +438,4 @@ func summarize(w io.Writer, files []string) error {
 			cpu, perConn, f.Lost, f.Duplicated, f.Reordered, other, r.OK)
 	}
 	return nil
-}
-
-// minPos is the smallest positive value the panel shows.
-func minPos(pts []point, ss []series, ref float64) float64 {
-	m := math.Inf(1)
-	if ref > 0 {
-		m = ref
-	}
-	for _, s := range ss {
-		for _, p := range pts {
-			if v := s.y(p); v > 0 {
-				m = min(m, v)
-			}
-		}
-	}
-	if math.IsInf(m, 1) {
-		return 1
-	}
-	return m
 }
