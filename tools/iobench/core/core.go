@@ -1,6 +1,6 @@
 // Package core is the forwarding core shared by the I/O benchmark's
 // forwarders: just enough of the relay's wire contract for relay-load's
-// rt, fanout, idle and churn modes. It parses the opening handshake,
+// rt, fanout and idle modes. It parses the opening handshake,
 // RFC 6455 frames (masked client frames), pairs phones with their binary,
 // wraps phone frames into envelopes, unwraps envelopes for the phone,
 // answers pings and closes. It has no limits, heartbeats, grace period or
