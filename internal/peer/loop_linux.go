@@ -101,6 +101,20 @@ func (c *Conn) Start(h Handler, onEnd func(CloseInfo)) {
 // handler must then never block (see Park).
 func (c *Conn) OnLoop() bool { return c.ls != nil }
 
+// Defer runs t on the connection's event loop once the loop has handled
+// every socket that is ready now (tasks run after the batch of ready
+// sockets), so that work several handlers of one batch contribute to is done
+// once, without waiting for anything else. It reports false, doing nothing,
+// when the connection is not on a loop. Only the connection's handler may
+// call it.
+func (c *Conn) Defer(t evloop.Task) bool {
+	if c.ls == nil {
+		return false
+	}
+	c.ls.l.Post(t)
+	return true
+}
+
 // Park stops reading the connection until the returned function is
 // called. A handler on an event loop calls it before it hands a message
 // to a goroutine that may have to wait (back-pressure); the goroutine
