@@ -39,12 +39,14 @@ type phoneEntry struct {
 	n      *Node
 	id     string
 	connID string
-	owner  string
-	ob     *outbox // the owner's
+	ob     *outbox // the owner node's (ob.node)
 	p      relay.Phone
+	// The phones here under the same id, a list whose head is in
+	// Node.byID (guarded by Node.mu).
+	prevByID, nextByID *phoneEntry
 
 	mu           sync.Mutex
-	state        int
+	state        uint8
 	noBinary     bool   // registered during the id's grace period
 	outSeq       uint64 // last sequence number sent to the owner
 	inSeq        uint64 // last sequence number received from the owner
@@ -205,8 +207,7 @@ func (pe *phoneEntry) inOrder(seq uint64) bool {
 // remotePhone is, on the owner node, a phone connected to another node.
 type remotePhone struct {
 	n      *Node
-	node   string
-	ob     *outbox // its node's
+	ob     *outbox // its node's (ob.node)
 	id     string
 	connID string
 	mu     sync.Mutex
@@ -617,7 +618,7 @@ func (n *Node) onRegister(node, id, connID string, max int) []byte {
 	if n.leaving.Load() {
 		return []byte{rNo}
 	}
-	rp := &remotePhone{n: n, node: node, ob: n.outboxFor(node), id: id, connID: connID}
+	rp := &remotePhone{n: n, ob: n.outboxFor(node), id: id, connID: connID}
 	// The binary is set before the registry can hand rp to anyone; a
 	// registration refused leaves it unused.
 	rp.mu.Lock()
@@ -687,8 +688,8 @@ func (n *Node) onOwner(id, owner string, rev uint64) {
 func (n *Node) evictStale(id, owner string) {
 	n.mu.Lock()
 	var out []*phoneEntry
-	for _, pe := range n.byID[id] {
-		if pe.owner != owner {
+	for pe := n.byID[id]; pe != nil; pe = pe.nextByID {
+		if pe.ob.node != owner {
 			out = append(out, pe)
 		}
 	}

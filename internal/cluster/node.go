@@ -130,12 +130,12 @@ type Node struct {
 	leaving   atomic.Bool
 
 	mu     sync.Mutex
-	owned  map[string]uint64      // ids owned here -> revision we wrote
-	peers  map[string]peerState   // node -> when last heard, which process
-	lost   map[string]*time.Timer // gone nodes -> orphan grace timer
-	sweeps map[string]*time.Timer // gone nodes -> removal of their stale bucket entries
-	local  map[string]*phoneEntry // phones here whose owner is elsewhere, by conn_id
-	byID   map[string]map[string]*phoneEntry
+	owned  map[string]uint64       // ids owned here -> revision we wrote
+	peers  map[string]peerState    // node -> when last heard, which process
+	lost   map[string]*time.Timer  // gone nodes -> orphan grace timer
+	sweeps map[string]*time.Timer  // gone nodes -> removal of their stale bucket entries
+	local  map[string]*phoneEntry  // phones here whose owner is elsewhere, by conn_id
+	byID   map[string]*phoneEntry  // the first of those phones under each id (a list)
 	remote map[string]*remotePhone // phones elsewhere registered under ids owned here
 	// unreached are conn_ids of phones elsewhere forgotten while NATS was
 	// lost; their nodes are told to close them once it is back.
@@ -183,7 +183,7 @@ func Start(cfg Config) (*Node, error) {
 		lost:     make(map[string]*time.Timer),
 		sweeps:   make(map[string]*time.Timer),
 		local:    make(map[string]*phoneEntry),
-		byID:     make(map[string]map[string]*phoneEntry),
+		byID:     make(map[string]*phoneEntry),
 		remote:   make(map[string]*remotePhone),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
@@ -644,7 +644,7 @@ func (n *Node) nodeGone(node, why string) {
 	delete(n.peers, node)
 	var orphans []*phoneEntry
 	for _, e := range n.local {
-		if e.owner == node {
+		if e.ob.node == node {
 			orphans = append(orphans, e)
 		}
 	}
@@ -663,7 +663,7 @@ func (n *Node) nodeGone(node, why string) {
 	for _, e := range orphans {
 		e.orphan()
 	}
-	n.forgetRemote(func(rp *remotePhone) bool { return rp.node == node }, wire.CloseGoingAway.Code)
+	n.forgetRemote(func(rp *remotePhone) bool { return rp.ob.node == node }, wire.CloseGoingAway.Code)
 }
 
 // orphansExpired closes, with 1000, the phones orphaned by a lost node whose
@@ -673,7 +673,7 @@ func (n *Node) orphansExpired(node string) {
 	delete(n.lost, node)
 	var out []*phoneEntry
 	for _, e := range n.local {
-		if e.owner == node && e.isOrphan() {
+		if e.ob.node == node && e.isOrphan() {
 			out = append(out, e)
 		}
 	}

@@ -31,6 +31,7 @@ const batchHead = 1 + 4
 // without waiting for anything. Nothing waits on a timer.
 type outbox struct {
 	n    *Node
+	node string // the destination
 	subj string
 
 	mu     sync.Mutex
@@ -45,7 +46,7 @@ func (n *Node) outboxFor(node string) *outbox {
 	defer n.omu.Unlock()
 	ob := n.outs[node]
 	if ob == nil {
-		ob = &outbox{n: n, subj: n.prefix + node}
+		ob = &outbox{n: n, node: node, subj: n.prefix + node}
 		n.outs[node] = ob
 	}
 	return ob
