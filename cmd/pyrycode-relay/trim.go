@@ -11,14 +11,21 @@ import (
 // the garbage of the handshakes and the heap that held it stay resident,
 // and a relay whose connections then sit idle allocates too little to ever
 // collect again. When a whole trimEvery passes without a collection while
-// at least trimSlack bytes are garbage or free-but-held, the relay collects
-// once and returns free memory to the operating system. A busy relay
-// collects on its own and is left alone, and an idle one with nothing to
-// give back is not disturbed either.
+// enough bytes are garbage or free-but-held (trimSlack; an eighth of the
+// heap for a small heap, down to minSlack), the relay collects once and
+// returns free memory to the operating system. A busy relay collects on its
+// own and is left alone, and an idle one with nothing to give back is not
+// disturbed either. The threshold scales with small heaps so that a relay
+// holding a few thousand connections (a node of a cluster, which shares its
+// users with others) gives back its burst as a single large relay does.
 const (
 	trimEvery = 10 * time.Second
 	trimSlack = 4 << 20
+	minSlack  = 1 << 20
 )
+
+// slackFor is the trim threshold for a heap holding objects bytes.
+func slackFor(objects uint64) uint64 { return min(trimSlack, max(minSlack, objects/8)) }
 
 // trimMemory runs until ctx ends; done is closed when it has returned.
 func trimMemory(ctx context.Context, done chan<- struct{}) {
@@ -45,7 +52,7 @@ func trimMemory(ctx context.Context, done chan<- struct{}) {
 			last = cycles // the runtime collected on its own: nothing to do
 			continue
 		}
-		if objects-min(live, objects)+free < trimSlack {
+		if objects-min(live, objects)+free < slackFor(objects) {
 			continue
 		}
 		debug.FreeOSMemory()

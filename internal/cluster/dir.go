@@ -191,7 +191,7 @@ func (n *Node) update(id string, rev uint64) bool {
 // announce tells every node that id now belongs here, at the revision
 // written here, and closes the phones here registered under its old owner.
 func (n *Node) announce(id string) {
-	n.publish(n.all, enc{kOwner}.str(n.self).str(id).u64(n.ownedRev(id)))
+	n.broadcast(enc{kOwner}.str(n.self).str(id).u64(n.ownedRev(id)))
 	n.evictStale(id, n.self)
 }
 
@@ -305,13 +305,13 @@ func (n *Node) AddPhone(id, connID string, p relay.Phone, max int) (relay.Binary
 	if owner == n.self {
 		return n.reg.AddPhone(id, connID, p, max)
 	}
-	pe := &phoneEntry{n: n, id: id, connID: connID, p: p, owner: owner}
+	pe := &phoneEntry{n: n, id: id, connID: connID, p: p, ob: n.outboxFor(owner)}
 	n.mu.Lock()
 	n.local[connID] = pe
-	if n.byID[id] == nil {
-		n.byID[id] = make(map[string]*phoneEntry)
+	if head := n.byID[id]; head != nil {
+		pe.nextByID, head.prevByID = head, pe
 	}
-	n.byID[id][connID] = pe
+	n.byID[id] = pe
 	n.mu.Unlock()
 	msg, err := n.nc.Request(n.prefix+owner, enc{kRegister}.str(n.self).str(id).str(connID).u16(max), n.cfg.RequestTimeout)
 	var reply byte
@@ -329,7 +329,8 @@ func (n *Node) AddPhone(id, connID string, p relay.Phone, max int) (relay.Binary
 		n.unlink(pe)
 		n.stats.Refused.Add(1)
 		// The owner may have registered it before its answer was lost.
-		n.publish(n.prefix+owner, enc{kPhoneGone}.u64(0).str(connID))
+		ob := pe.ob
+		ob.end(ob.begin().u8(kPhoneGone).u64(0).str(connID), true)
 		return nil, registry.ErrUnavailable
 	}
 	pe.activate(msg.Data[1] == 1)
@@ -347,11 +348,19 @@ func (n *Node) unlink(pe *phoneEntry) {
 	if n.local[pe.connID] == pe {
 		delete(n.local, pe.connID)
 	}
-	if m := n.byID[pe.id]; m != nil && m[pe.connID] == pe {
-		delete(m, pe.connID)
-		if len(m) == 0 {
+	if pe.prevByID != nil || n.byID[pe.id] == pe {
+		switch {
+		case pe.prevByID != nil:
+			pe.prevByID.nextByID = pe.nextByID
+		case pe.nextByID != nil:
+			n.byID[pe.id] = pe.nextByID
+		default:
 			delete(n.byID, pe.id)
 		}
+		if pe.nextByID != nil {
+			pe.nextByID.prevByID = pe.prevByID
+		}
+		pe.prevByID, pe.nextByID = nil, nil
 	}
 	n.mu.Unlock()
 }

@@ -36,6 +36,8 @@
 // (kind, sequence, conn_id, payload): a phone's frame travels as the exact
 // envelope bytes the binary will read (spliced on the phone's node, never
 // re-encoded), a binary's frame as the exact bytes the phone will read.
+// Stream records for one node go through its outbox (outbox.go): records
+// ready at the same time cross as one NATS message, a lone one at once.
 //
 // # Order and loss
 //

@@ -6,5 +6,6 @@ func (n *Node) crash() {
 	n.leaving.Store(true)
 	close(n.stop)
 	<-n.done
+	<-n.fdone
 	n.nc.Close()
 }

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"encoding/binary"
 	"errors"
 	"strings"
 	"sync"
@@ -38,11 +39,14 @@ type phoneEntry struct {
 	n      *Node
 	id     string
 	connID string
-	owner  string
+	ob     *outbox // the owner node's (ob.node)
 	p      relay.Phone
+	// The phones here under the same id, a list whose head is in
+	// Node.byID (guarded by Node.mu).
+	prevByID, nextByID *phoneEntry
 
 	mu           sync.Mutex
-	state        int
+	state        uint8
 	noBinary     bool   // registered during the id's grace period
 	outSeq       uint64 // last sequence number sent to the owner
 	inSeq        uint64 // last sequence number received from the owner
@@ -80,14 +84,26 @@ func (pe *phoneEntry) isOrphan() bool {
 // Deliver sends the phone's frame (an envelope, or its close notice) to the
 // owner node. A phone whose binary is not reachable gets ErrClosed, which
 // the router answers with 4404, as for a binary that has gone.
-func (pe *phoneEntry) Deliver(buf *bufpool.Buf, msg []byte, _ <-chan struct{}, _ bool) error {
+func (pe *phoneEntry) Deliver(buf *bufpool.Buf, msg []byte, _ <-chan struct{}, last bool) error {
+	return pe.deliver(buf, msg, last, nil)
+}
+
+// TryDeliver is Deliver: it never waits (the frame goes to the owner's
+// outbox), so a phone on an event loop hands it over on the loop, and the
+// outbox is published once the loop has handled every socket ready now.
+func (pe *phoneEntry) TryDeliver(buf *bufpool.Buf, msg []byte, last bool) error {
+	d, _ := pe.p.(deferrer)
+	return pe.deliver(buf, msg, last, d)
+}
+
+func (pe *phoneEntry) deliver(buf *bufpool.Buf, msg []byte, last bool, d deferrer) error {
 	pe.mu.Lock()
 	if pe.state != stActive || pe.noBinary {
 		pe.mu.Unlock()
 		return peer.ErrClosed
 	}
 	pe.outSeq++
-	ok := pe.n.publish(pe.n.prefix+pe.owner, enc(make([]byte, 0, 12+len(pe.connID)+len(msg))).u8(kPhoneFrame).u64(pe.outSeq).str(pe.connID).raw(msg))
+	ok := pe.ob.endOn(pe.ob.begin().u8(kPhoneFrame).u64(pe.outSeq).str(pe.connID).raw(msg), last, d)
 	pe.mu.Unlock()
 	if !ok {
 		pe.fail()
@@ -99,12 +115,6 @@ func (pe *phoneEntry) Deliver(buf *bufpool.Buf, msg []byte, _ <-chan struct{}, _
 	return nil
 }
 
-// TryDeliver is Deliver: it never waits (the frame is published to NATS),
-// so a phone on an event loop hands it over on the loop.
-func (pe *phoneEntry) TryDeliver(buf *bufpool.Buf, msg []byte, last bool) error {
-	return pe.Deliver(buf, msg, nil, last)
-}
-
 // Probe, Closing and Evict are never used on a phone's handle.
 func (pe *phoneEntry) Probe(time.Duration) bool { return false }
 func (pe *phoneEntry) Closing() bool            { return false }
@@ -114,11 +124,10 @@ func (pe *phoneEntry) Evict(peer.Close)         {}
 // is due. After a gap the notice is this node's own (1011).
 func (pe *phoneEntry) PhoneGone(notice []byte) {
 	pe.mu.Lock()
+	defer pe.mu.Unlock()
 	st := pe.state
 	pe.state = stDead
 	pe.outSeq++
-	seq := pe.outSeq
-	pe.mu.Unlock()
 	switch st {
 	case stGapped:
 		notice = noticeFor(pe.connID, wire.CloseNodeLost.Code)
@@ -126,7 +135,8 @@ func (pe *phoneEntry) PhoneGone(notice []byte) {
 	default:
 		return // the owner is gone, or already forgot this phone
 	}
-	pe.n.publish(pe.n.prefix+pe.owner, enc{kPhoneGone}.u64(seq).str(pe.connID).raw(notice))
+	// Under pe.mu, as every record of the stream: after its frames.
+	pe.ob.end(pe.ob.begin().u8(kPhoneGone).u64(pe.outSeq).str(pe.connID).raw(notice), true)
 }
 
 // orphan marks the phone as one whose owner node is gone.
@@ -156,10 +166,9 @@ func (pe *phoneEntry) fail() bool {
 // binary (its stream was cut).
 func (pe *phoneEntry) tellGone() {
 	pe.mu.Lock()
+	defer pe.mu.Unlock()
 	pe.outSeq++
-	seq := pe.outSeq
-	pe.mu.Unlock()
-	pe.n.publish(pe.n.prefix+pe.owner, enc{kPhoneGone}.u64(seq).str(pe.connID).raw(noticeFor(pe.connID, wire.CloseNodeLost.Code)))
+	pe.ob.end(pe.ob.begin().u8(kPhoneGone).u64(pe.outSeq).str(pe.connID).raw(noticeFor(pe.connID, wire.CloseNodeLost.Code)), true)
 }
 
 // evict closes the phone with cl on the owner's word (or a local rule).
@@ -198,7 +207,7 @@ func (pe *phoneEntry) inOrder(seq uint64) bool {
 // remotePhone is, on the owner node, a phone connected to another node.
 type remotePhone struct {
 	n      *Node
-	node   string
+	ob     *outbox // its node's (ob.node)
 	id     string
 	connID string
 	mu     sync.Mutex
@@ -210,27 +219,30 @@ type remotePhone struct {
 
 var _ relay.Phone = (*remotePhone)(nil)
 
-func (rp *remotePhone) send(kind byte, seq bool, fill func(enc) enc) bool {
+// send puts a record of the phone's stream in its node's outbox: a binary
+// frame, or a close directive when directive (then with code).
+func (rp *remotePhone) send(directive bool, code int, frame []byte, last bool) bool {
 	rp.mu.Lock()
 	defer rp.mu.Unlock()
 	if rp.dead {
 		return false
 	}
-	e := enc(make([]byte, 0, 64)).u8(kind)
-	if seq {
-		rp.outSeq++
-		e = e.u64(rp.outSeq)
+	rp.outSeq++
+	e := rp.ob.begin()
+	if directive {
+		e = e.u8(kDirective).u64(rp.outSeq).str(rp.connID).u16(code)
+	} else {
+		e = e.u8(kBinFrame).u64(rp.outSeq).str(rp.connID)
 	}
-	e = fill(e.str(rp.connID))
-	if !rp.n.publish(rp.n.prefix+rp.node, e) {
+	if !rp.ob.end(e.raw(frame), last) {
 		rp.dead = true
 		return false
 	}
 	return true
 }
 
-func (rp *remotePhone) Deliver(buf *bufpool.Buf, frame []byte, _ bool) {
-	if rp.send(kBinFrame, true, func(e enc) enc { return e.raw(frame) }) {
+func (rp *remotePhone) Deliver(buf *bufpool.Buf, frame []byte, last bool) {
+	if rp.send(false, 0, frame, last) {
 		rp.n.stats.MsgsOut[1].Add(1)
 		rp.n.stats.BytesOut[1].Add(int64(len(frame)))
 	}
@@ -238,7 +250,7 @@ func (rp *remotePhone) Deliver(buf *bufpool.Buf, frame []byte, _ bool) {
 }
 
 func (rp *remotePhone) CloseDirective(buf *bufpool.Buf, frame []byte, code int) {
-	if rp.send(kDirective, true, func(e enc) enc { return e.u16(code).raw(frame) }) {
+	if rp.send(true, code, frame, true) {
 		rp.n.stats.MsgsOut[1].Add(1)
 		rp.n.stats.BytesOut[1].Add(int64(len(frame)))
 	}
@@ -343,17 +355,41 @@ func (ri *remoteIncumbent) Closing() bool { return false }
 // incumbent's node close it.
 func (ri *remoteIncumbent) Evict(peer.Close) {}
 
-// onMsg handles every record sent to this node or to all nodes.
+// onMsg handles every message sent to this node or to all nodes: one
+// record, or a batch of stream records from one node (in the order they
+// were sent; each keeps its sequence number, so gaps are found as for
+// records sent one by one).
 func (n *Node) onMsg(m *nats.Msg) {
 	if len(m.Data) == 0 {
 		return
 	}
-	d := &dec{b: m.Data[1:]}
-	switch m.Data[0] {
+	if m.Data[0] != kBatch {
+		n.onRecord(m, m.Data, true)
+		return
+	}
+	b := m.Data[1:]
+	for len(b) >= 4 {
+		l := binary.BigEndian.Uint32(b)
+		if uint64(len(b)-4) < uint64(l) || l == 0 {
+			return // malformed: what is left is lost, and found as gaps
+		}
+		rec := b[4 : 4+l]
+		b = b[4+l:]
+		switch rec[0] {
+		case kPhoneFrame, kPhoneGone, kBinFrame, kDirective, kEvict:
+			n.onRecord(m, rec, len(b) == 0)
+		}
+	}
+}
+
+// onRecord handles one record of m; final says it is m's last.
+func (n *Node) onRecord(m *nats.Msg, rec []byte, final bool) {
+	d := &dec{b: rec[1:]}
+	switch rec[0] {
 	case kPhoneFrame:
 		seq, c := d.u64(), d.str()
 		if d.err == nil {
-			n.onPhoneFrame(seq, c, d.rest(), lastPending(m))
+			n.onPhoneFrame(seq, c, d.rest(), final && lastPending(m))
 		}
 	case kPhoneGone:
 		seq, c := d.u64(), d.str()
@@ -363,7 +399,7 @@ func (n *Node) onMsg(m *nats.Msg) {
 	case kBinFrame:
 		seq, c := d.u64(), d.str()
 		if d.err == nil {
-			n.onBinFrame(seq, c, d.rest(), lastPending(m))
+			n.onBinFrame(seq, c, d.rest(), final && lastPending(m))
 		}
 	case kDirective:
 		seq, c, code := d.u64(), d.str(), d.u16()
@@ -415,10 +451,10 @@ func (n *Node) onMsg(m *nats.Msg) {
 				n.peers[node] = peerState{seen: time.Now(), instance: inst}
 				n.mu.Unlock()
 			}
-			if m.Data[0] == kHello && n.nc.IsConnected() {
+			if rec[0] == kHello && n.nc.IsConnected() {
 				// The newcomer learns of this node at once, so that it can
 				// tell when this node goes.
-				n.publish(n.all, enc{kHeartbeat}.str(n.self).str(n.instance))
+				n.broadcast(enc{kHeartbeat}.str(n.self).str(n.instance))
 			}
 		}
 	case kBye:
@@ -582,7 +618,7 @@ func (n *Node) onRegister(node, id, connID string, max int) []byte {
 	if n.leaving.Load() {
 		return []byte{rNo}
 	}
-	rp := &remotePhone{n: n, node: node, id: id, connID: connID}
+	rp := &remotePhone{n: n, ob: n.outboxFor(node), id: id, connID: connID}
 	// The binary is set before the registry can hand rp to anyone; a
 	// registration refused leaves it unused.
 	rp.mu.Lock()
@@ -652,8 +688,8 @@ func (n *Node) onOwner(id, owner string, rev uint64) {
 func (n *Node) evictStale(id, owner string) {
 	n.mu.Lock()
 	var out []*phoneEntry
-	for _, pe := range n.byID[id] {
-		if pe.owner != owner {
+	for pe := n.byID[id]; pe != nil; pe = pe.nextByID {
+		if pe.ob.node != owner {
 			out = append(out, pe)
 		}
 	}
@@ -681,5 +717,6 @@ func (n *Node) evictUnknown(connID string, cl peer.Close) {
 	if !ok || node == n.self {
 		return
 	}
-	n.publish(n.prefix+node, enc{kEvict}.str(connID).u16(cl.Code).str(cl.Reason))
+	ob := n.outboxFor(node)
+	ob.end(ob.begin().u8(kEvict).str(connID).u16(cl.Code).str(cl.Reason), true)
 }

@@ -34,6 +34,8 @@ func (n *Node) Collectors() []prometheus.Collector {
 		counter("refused_total", "Claims and phones refused with 1013 because the cluster could not be asked.", nil, s.Refused.Load),
 		counter("nodes_lost_total", "Other nodes seen leaving or going silent.", nil, s.NodesLost.Load),
 		counter("dropped_total", "Cross-node messages for a phone or id no longer here (the phone had gone).", nil, s.Dropped.Load),
+		counter("batches_total", "NATS messages published carrying several cross-node messages (records ready at once, sent together).", nil, s.Batches.Load),
+		counter("batched_total", "Cross-node messages published inside those batches.", nil, s.Batched.Load),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "pyrycode_relay_cluster_nats_connected", Help: "1 while this node is connected to NATS.",
 		}, func() float64 {

@@ -91,6 +91,8 @@ type Stats struct {
 	Claims            [numClaimOutcomes]atomic.Int64
 	NodesLost         atomic.Int64
 	Dropped           atomic.Int64 // cross-node messages for a phone or id no longer here
+	Batches           atomic.Int64 // NATS messages published carrying several records
+	Batched           atomic.Int64 // records published inside those
 }
 
 // Claim outcomes counted in Stats.Claims.
@@ -128,12 +130,12 @@ type Node struct {
 	leaving   atomic.Bool
 
 	mu     sync.Mutex
-	owned  map[string]uint64      // ids owned here -> revision we wrote
-	peers  map[string]peerState   // node -> when last heard, which process
-	lost   map[string]*time.Timer // gone nodes -> orphan grace timer
-	sweeps map[string]*time.Timer // gone nodes -> removal of their stale bucket entries
-	local  map[string]*phoneEntry // phones here whose owner is elsewhere, by conn_id
-	byID   map[string]map[string]*phoneEntry
+	owned  map[string]uint64       // ids owned here -> revision we wrote
+	peers  map[string]peerState    // node -> when last heard, which process
+	lost   map[string]*time.Timer  // gone nodes -> orphan grace timer
+	sweeps map[string]*time.Timer  // gone nodes -> removal of their stale bucket entries
+	local  map[string]*phoneEntry  // phones here whose owner is elsewhere, by conn_id
+	byID   map[string]*phoneEntry  // the first of those phones under each id (a list)
 	remote map[string]*remotePhone // phones elsewhere registered under ids owned here
 	// unreached are conn_ids of phones elsewhere forgotten while NATS was
 	// lost; their nodes are told to close them once it is back.
@@ -149,6 +151,13 @@ type Node struct {
 	subs     []*nats.Subscription
 	stop     chan struct{}
 	done     chan struct{}
+
+	omu   sync.Mutex
+	outs  map[string]*outbox // by destination node
+	fmu   sync.Mutex
+	dirty []*outbox // outboxes the flusher is to publish
+	kick  chan struct{}
+	fdone chan struct{}
 }
 
 var _ relay.Directory = (*Node)(nil)
@@ -174,10 +183,13 @@ func Start(cfg Config) (*Node, error) {
 		lost:     make(map[string]*time.Timer),
 		sweeps:   make(map[string]*time.Timer),
 		local:    make(map[string]*phoneEntry),
-		byID:     make(map[string]map[string]*phoneEntry),
+		byID:     make(map[string]*phoneEntry),
 		remote:   make(map[string]*remotePhone),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
+		outs:     make(map[string]*outbox),
+		kick:     make(chan struct{}, 1),
+		fdone:    make(chan struct{}),
 	}
 	n.subj = n.prefix + n.self
 	n.instance = RandomNodeID()
@@ -263,7 +275,8 @@ func Start(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
 	n.connected.Store(true)
-	n.publish(n.all, enc{kHello}.str(n.self).str(n.instance))
+	n.broadcast(enc{kHello}.str(n.self).str(n.instance))
+	go n.flusher()
 	go n.heartbeat()
 	n.log.Info("cluster_joined", "node", n.self, "cluster", cfg.Name)
 	return n, nil
@@ -358,7 +371,8 @@ func (n *Node) Close() {
 	}
 	close(n.stop)
 	<-n.done
-	n.publish(n.all, enc{kBye}.str(n.self))
+	<-n.fdone
+	n.broadcast(enc{kBye}.str(n.self)) // after every record still waiting
 	_ = n.nc.Flush()
 	n.nc.Close()
 	n.mu.Lock()
@@ -439,7 +453,7 @@ func (n *Node) heartbeat() {
 		if n.nc.IsConnected() {
 			// Even while reconciling: the node is alive, and others must
 			// not take it for gone.
-			n.publish(n.all, enc{kHeartbeat}.str(n.self).str(n.instance))
+			n.broadcast(enc{kHeartbeat}.str(n.self).str(n.instance))
 		}
 		now := time.Now()
 		var silent []string
@@ -458,9 +472,17 @@ func (n *Node) heartbeat() {
 	}
 }
 
-// publish sends one record; it reports false when NATS did not take it.
+// publish sends one message; it reports false when NATS did not take it.
+// Stream records to a node go through its outbox instead (see outbox).
 func (n *Node) publish(subj string, data []byte) bool {
 	return n.nc.Publish(subj, data) == nil
+}
+
+// broadcast sends a record to every node, after the records waiting in
+// this node's outboxes (an ownership change must not overtake them).
+func (n *Node) broadcast(data []byte) bool {
+	n.flushAll()
+	return n.publish(n.all, data)
 }
 
 func (n *Node) onDisconnect(err error) {
@@ -475,6 +497,7 @@ func (n *Node) onDisconnect(err error) {
 		msg = err.Error()
 	}
 	n.log.Warn("cluster_nats_disconnected", "node", n.self, "err", msg)
+	n.discardAll()
 	// Cross-node streams cannot be kept whole: close the phones here whose
 	// binary is elsewhere, and forget the phones elsewhere registered here.
 	n.mu.Lock()
@@ -621,7 +644,7 @@ func (n *Node) nodeGone(node, why string) {
 	delete(n.peers, node)
 	var orphans []*phoneEntry
 	for _, e := range n.local {
-		if e.owner == node {
+		if e.ob.node == node {
 			orphans = append(orphans, e)
 		}
 	}
@@ -640,7 +663,7 @@ func (n *Node) nodeGone(node, why string) {
 	for _, e := range orphans {
 		e.orphan()
 	}
-	n.forgetRemote(func(rp *remotePhone) bool { return rp.node == node }, wire.CloseGoingAway.Code)
+	n.forgetRemote(func(rp *remotePhone) bool { return rp.ob.node == node }, wire.CloseGoingAway.Code)
 }
 
 // orphansExpired closes, with 1000, the phones orphaned by a lost node whose
@@ -650,7 +673,7 @@ func (n *Node) orphansExpired(node string) {
 	delete(n.lost, node)
 	var out []*phoneEntry
 	for _, e := range n.local {
-		if e.owner == node && e.isOrphan() {
+		if e.ob.node == node && e.isOrphan() {
 			out = append(out, e)
 		}
 	}

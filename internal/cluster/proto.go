@@ -20,6 +20,7 @@ const (
 	kHeartbeat  = 'h' // broadcast: node, instance
 	kBye        = 'b' // broadcast: node, leaving
 	kHello      = 'j' // broadcast: node, instance; joining (every node answers with a heartbeat)
+	kBatch      = 'K' // directed: several stream records (F, G, B, D, E), each after its u32 length
 )
 
 // Replies.

@@ -121,6 +121,20 @@ func (c *Conn) SameLoop(o *Conn) bool {
 	return c.ls != nil && o != nil && o.ls != nil && c.ls.l == o.ls.l
 }
 
+// Defer runs t on the connection's event loop once the loop has handled
+// every socket that is ready now (tasks run after the batch of ready
+// sockets), so that work several handlers of one batch contribute to is done
+// once, without waiting for anything else. It reports false, doing nothing,
+// when the connection is not on a loop. Only the connection's handler may
+// call it.
+func (c *Conn) Defer(t evloop.Task) bool {
+	if c.ls == nil {
+		return false
+	}
+	c.ls.l.Post(t)
+	return true
+}
+
 // Park stops reading the connection until the returned function is
 // called. A handler on an event loop calls it before it hands a message
 // to a goroutine that may have to wait (back-pressure); the goroutine

@@ -2,6 +2,8 @@
 
 package peer
 
+import "github.com/pyrycode/pyrycode-relay/internal/evloop"
+
 // loopConn does not exist where there is no event loop: every connection
 // has a reader goroutine.
 type loopConn struct{}
@@ -22,6 +24,9 @@ func (c *Conn) PlaceBy(string) {}
 
 // SameLoop is always false where there is no event loop.
 func (c *Conn) SameLoop(*Conn) bool { return false }
+
+// Defer reports false: there is no event loop on this system.
+func (c *Conn) Defer(evloop.Task) bool { return false }
 
 // Park is never needed without an event loop; it returns a no-op.
 func (c *Conn) Park() (resume func()) { return func() {} }

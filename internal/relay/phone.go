@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 
 	"github.com/pyrycode/pyrycode-relay/internal/bufpool"
+	"github.com/pyrycode/pyrycode-relay/internal/evloop"
 	"github.com/pyrycode/pyrycode-relay/internal/peer"
 	"github.com/pyrycode/pyrycode-relay/internal/registry"
 	"github.com/pyrycode/pyrycode-relay/internal/wire"
@@ -31,6 +32,12 @@ type localPhone struct {
 }
 
 var _ Phone = (*localPhone)(nil)
+
+// Defer runs t on the phone's event loop after the sockets ready now (see
+// peer.Conn.Defer); false when the phone is not on a loop. A cluster
+// directory's TryDeliver uses it, from the phone's handler, to send the
+// frames of one loop pass to another node together.
+func (p *localPhone) Defer(t evloop.Task) bool { return p.conn.Defer(t) }
 
 func (p *localPhone) Deliver(buf *bufpool.Buf, frame []byte, last bool) {
 	switch err := p.conn.Send(buf, frame, last); {
