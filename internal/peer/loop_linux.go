@@ -166,7 +166,7 @@ func (ls *loopConn) failStart(onEnd func(CloseInfo)) {
 	c.wakeSpaceLocked()
 	c.probes = nil
 	c.mu.Unlock()
-	c.nc.Close()
+	c.hangUp()
 	close(c.done)
 	info := c.Info()
 	go onEnd(info)

@@ -292,3 +292,40 @@ func TestTLSIdleOnLoopHasNoGoroutine(t *testing.T) {
 		t.Fatalf("%d goroutines before, %d with %d idle TLS connections", before, after, n)
 	}
 }
+
+// The sock hands crypto/tls at most one record per Read, wherever the
+// loop's reads cut the stream.
+func TestTLSSockReadsOneRecordAtATime(t *testing.T) {
+	var stream []byte
+	var ends []int // offsets where records end
+	for i := range 50 {
+		n := (i * 7919) % 17000
+		stream = append(stream, 23, 3, 3, byte(n>>8), byte(n))
+		stream = append(stream, bytes.Repeat([]byte{byte(i)}, n)...)
+		ends = append(ends, len(stream))
+	}
+	s := &tlsSock{loop: true}
+	p := make([]byte, 40<<10)
+	pos, cut := 0, 1
+	for pos < len(stream) {
+		end := min(len(stream), pos+cut)
+		s.feed(stream[pos:end])
+		for {
+			n, err := s.Read(p)
+			if err == errNoInput {
+				break
+			}
+			if n == 0 || !bytes.Equal(p[:n], stream[pos:pos+n]) {
+				t.Fatalf("at %d: read %d bytes that are not the stream's", pos, n)
+			}
+			// No read may cross a record's end.
+			for _, e := range ends {
+				if pos < e && pos+n > e {
+					t.Fatalf("read [%d, %d) crosses the record end at %d", pos, pos+n, e)
+				}
+			}
+			pos += n
+		}
+		cut = cut*3%9001 + 1
+	}
+}

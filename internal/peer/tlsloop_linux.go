@@ -19,7 +19,8 @@ import (
 // tls.Conn stays, and the sock is fed by the loop: the loop reads
 // ciphertext into the first half of its buffer, calls tls.Conn.Read into
 // the second half until crypto/tls has nothing more to return (errNoInput)
-// and runs the plaintext through the frame reader. Writes are the loop's
+// and runs the plaintext through the frame reader; crypto/tls's input
+// buffers are lent for the drain only (tlstrim_linux.go). Writes are the loop's
 // only (no inline writes): a batch of frames is packed into one plaintext
 // record at a time, tls.Conn.Write encrypts it into the sock's output,
 // and the loop writes that without blocking. A batch's frames are
@@ -38,10 +39,12 @@ var tlsScratch = sync.Pool{New: func() any { return new([tlsPiece]byte) }}
 
 // newTLSLoopConn returns the loop side of a TLS connection accepted by
 // NewTLSListener, or nil when it cannot go on a loop (another listener,
-// or no TCP socket under it): it keeps its reader goroutine then.
+// no TCP socket under it, or a handshake not yet done: the loop cannot
+// run one, a would-block error would end it): it keeps its reader
+// goroutine then.
 func newTLSLoopConn(c *Conn, tc *tls.Conn) *loopConn {
 	s, ok := tc.NetConn().(*tlsSock)
-	if !ok {
+	if !ok || !tc.ConnectionState().HandshakeComplete {
 		return nil
 	}
 	tcp := s.tcpConn()
@@ -53,6 +56,9 @@ func newTLSLoopConn(c *Conn, tc *tls.Conn) *loopConn {
 		return nil
 	}
 	s.tc, s.tcp, s.raw = tc, tcp, raw
+	// Ciphertext crypto/tls read along with the request: where the next
+	// record starts.
+	s.advance(tlsPendingInput(tc))
 	ls := newLoopConn(c)
 	ls.tls = s
 	return ls
@@ -93,12 +99,14 @@ func (ls *loopConn) tlsReadable() {
 func (ls *loopConn) tlsDrain() {
 	s := ls.tls
 	plain := ls.l.Buf()[tlsReadSize:]
+	lendTLSInput(s.tc)
 	for !ls.ended && !ls.paused {
 		n, err := s.tc.Read(plain)
 		if n > 0 {
 			ls.input(plain[:n])
 		}
 		if err == errNoInput {
+			reclaimTLSInput(s.tc)
 			break
 		}
 		if err != nil && !ls.ended {

@@ -66,6 +66,12 @@ type tlsSock struct {
 	outR, outW int
 	ei, eoff   int  // the batch being encrypted: next item, bytes of its frame done
 	dead       bool // the socket is closed: writes are dropped
+
+	// Where the input stands in the TLS record stream: Read hands
+	// crypto/tls at most the rest of one record (see record).
+	rhdr  [5]byte // the current record's header, rhn bytes of it read
+	rhn   int
+	rleft int // bytes of the current record's body not yet read
 }
 
 // errNoInput is what a tlsSock on a loop returns when crypto/tls wants
@@ -102,9 +108,50 @@ func (s *tlsSock) Read(p []byte) (int, error) {
 		s.releaseIn()
 		return 0, errNoInput
 	}
-	n := copy(p, s.in)
+	n := copy(p, s.in[:s.record(len(s.in))])
+	s.advance(s.in[:n])
 	s.in = s.in[n:]
 	return n, nil
+}
+
+// record returns how many of the next m input bytes belong to the current
+// TLS record (at least one). Handing crypto/tls one record at a time keeps
+// its input buffer within one record's size (tlstrim_linux.go).
+func (s *tlsSock) record(m int) int {
+	if s.rhn < len(s.rhdr) {
+		need := len(s.rhdr) - s.rhn
+		if m <= need {
+			return m
+		}
+		h := s.rhdr
+		copy(h[s.rhn:], s.in[:need])
+		return min(m, need+int(h[3])<<8|int(h[4]))
+	}
+	return min(m, s.rleft)
+}
+
+// advance moves the record position past b, bytes handed to crypto/tls.
+func (s *tlsSock) advance(b []byte) {
+	for len(b) > 0 {
+		if s.rhn < len(s.rhdr) {
+			k := copy(s.rhdr[s.rhn:], b)
+			s.rhn += k
+			b = b[k:]
+			if s.rhn == len(s.rhdr) {
+				s.rleft = int(s.rhdr[3])<<8 | int(s.rhdr[4])
+				if s.rleft == 0 {
+					s.rhn = 0
+				}
+			}
+			continue
+		}
+		k := min(len(b), s.rleft)
+		s.rleft -= k
+		b = b[k:]
+		if s.rleft == 0 {
+			s.rhn = 0
+		}
+	}
 }
 
 func (s *tlsSock) Write(p []byte) (int, error) {
