@@ -19,6 +19,7 @@ import (
 	"github.com/pyrycode/pyrycode-relay/internal/evloop"
 	"github.com/pyrycode/pyrycode-relay/internal/limits"
 	"github.com/pyrycode/pyrycode-relay/internal/metrics"
+	"github.com/pyrycode/pyrycode-relay/internal/peer"
 	"github.com/pyrycode/pyrycode-relay/internal/push"
 	"github.com/pyrycode/pyrycode-relay/internal/relay"
 	"github.com/pyrycode/pyrycode-relay/internal/tlsconf"
@@ -119,9 +120,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	forward := metrics.NewForwardHistogram()
 	opts = append(opts, relay.WithForwardObserver(forward.Observe))
 	mopts.Forward = forward
+	var loops *evloop.Group
 	if cfg.IO == "loop" {
 		// About one loop per core; they live as long as the process.
-		loops, err := evloop.NewGroup(runtime.GOMAXPROCS(0))
+		loops, err = evloop.NewGroup(runtime.GOMAXPROCS(0))
 		if err != nil {
 			fmt.Fprintf(stderr, "pyrycode-relay: --io loop: %v\n", err)
 			return exitFailed
@@ -249,9 +251,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		go func() {
 			defer wg.Done()
 			var err error
-			if s.http.TLSConfig != nil {
+			switch {
+			case s.http.TLSConfig != nil && loops != nil:
+				// Upgraded TLS connections go on the event loops too.
+				err = s.http.Serve(peer.NewTLSListener(ln, s.http.TLSConfig))
+			case s.http.TLSConfig != nil:
 				err = s.http.ServeTLS(ln, "", "")
-			} else {
+			default:
 				err = s.http.Serve(ln)
 			}
 			if !errors.Is(err, http.ErrServerClosed) {

@@ -226,7 +226,7 @@ func Parse(args []string, env Env, out io.Writer) (Config, error) {
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: json or text")
 	fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
-	fs.StringVar(&c.IO, "io", c.IO, "connection I/O: loop (plain TCP connections on event loops, Linux only) or goroutine (a goroutine per connection)")
+	fs.StringVar(&c.IO, "io", c.IO, "connection I/O: loop (connections on event loops, Linux only) or goroutine (a goroutine per connection)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(out)

@@ -1,6 +1,7 @@
 package peer
 
 import (
+	"crypto/tls"
 	"errors"
 	"net"
 	"sync"
@@ -43,9 +44,10 @@ type Options struct {
 	// written whose buffer carries a Stamp, with the time of the write
 	// (unix nanoseconds, read once per write, not per frame).
 	OnWritten func(stamp, now int64)
-	// Loops, when set, serves plain TCP connections on these event loops
-	// (Start) instead of a reader goroutine each; other connections (TLS)
-	// keep their goroutine. See loop_linux.go.
+	// Loops, when set, serves TCP connections on these event loops
+	// (Start) instead of a reader goroutine each: plain ones, and TLS ones
+	// accepted through NewTLSListener; other connections keep their
+	// goroutine. See loop_linux.go and tlsloop_linux.go.
 	Loops *evloop.Group
 	// Reasons used when the connection closes itself. ReasonInvalidUTF8
 	// answers a close frame whose reason is not valid UTF-8 (1007).
@@ -198,6 +200,9 @@ func New(nc net.Conn, pending []byte, opt *Options) *Conn {
 			}
 		}
 	}
+	if tc, ok := nc.(*tls.Conn); ok && opt.Loops != nil {
+		c.ls = newTLSLoopConn(c, tc) // nil: a reader goroutine
+	}
 	return c
 }
 
@@ -300,7 +305,7 @@ func (c *Conn) Abort(cl Close) {
 		return
 	}
 	c.mu.Unlock()
-	c.nc.Close()
+	c.hangUp()
 }
 
 // Send queues a text message without blocking. It fails with ErrQueueFull,
@@ -536,7 +541,7 @@ func (c *Conn) teardown(flush bool) {
 	c.probes = nil
 	c.mu.Unlock()
 	if !flush {
-		c.nc.Close()
+		c.hangUp()
 	}
 	if wait != nil {
 		<-wait

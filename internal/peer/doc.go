@@ -19,9 +19,11 @@
 //
 // # Two ways to serve a connection
 //
-// With a reader goroutine (Run), as described below; or, for a plain TCP
-// connection made with Options.Loops on Linux, on an event loop (Start,
-// loop_linux.go): the socket leaves the Go poller, the loop parses input
+// With a reader goroutine (Run), as described below; or, for a TCP
+// connection made with Options.Loops on Linux (plain, or TLS accepted
+// through NewTLSListener: crypto/tls stays, fed by the loop, see
+// tlsloop_linux.go), on an event loop (Start, loop_linux.go): the socket
+// leaves the Go poller, the loop parses input
 // from its shared buffer with frameReader (stream.go), runs the handler,
 // and fires the connection's heartbeat, message deadline, close wait and
 // write deadline from its timer heap. An idle connection on a loop owns no

@@ -25,6 +25,8 @@ type loopConn struct {
 	l  *evloop.Loop
 	fd int // -1 until attached and after the socket is closed (Conn.mu)
 
+	tls *tlsSock // a TLS connection's sock (tlsloop_linux.go); nil for plain TCP
+
 	h      Handler
 	onEnd  func(CloseInfo)
 	fr     frameReader
@@ -161,7 +163,8 @@ func (ls *loopConn) attach(h Handler, onEnd func(CloseInfo)) bool {
 	c := ls.c
 	fd := -1
 	var derr error
-	if err := c.raw.Control(func(s uintptr) {
+	raw, tcp := ls.sockets()
+	if err := raw.Control(func(s uintptr) {
 		fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0)
 	}); err != nil || derr != nil {
 		return false
@@ -171,12 +174,15 @@ func (ls *loopConn) attach(h Handler, onEnd func(CloseInfo)) bool {
 	c.mu.Lock()
 	ls.fd = fd
 	c.raw, c.rawRead, c.rawWriteFn = nil, nil, nil
+	if ls.tls != nil {
+		ls.tls.loop = true
+	}
 	ls.work |= workFlush // whatever was queued before
 	c.mu.Unlock()
 	// Closing the runtime's descriptor takes it out of the Go poller; the
 	// socket lives on in ours. A wrapping net.Conn (connection accounting)
 	// is closed only when the connection ends.
-	_ = c.tcp.Close()
+	_ = tcp.Close()
 	c.tcp = nil
 	if r, ok := c.nc.(interface{ ReleaseSocket() }); ok {
 		// The wrapper need not keep the closed socket's objects for the
@@ -201,7 +207,7 @@ func (ls *loopConn) failStart(onEnd func(CloseInfo)) {
 	c.wakeSpaceLocked()
 	c.probes = nil
 	c.mu.Unlock()
-	c.nc.Close()
+	c.hangUp()
 	close(c.done)
 	info := c.Info()
 	go onEnd(info)
@@ -259,6 +265,9 @@ func (ls *loopConn) start() {
 		c.pend = nil
 		ls.input(p)
 	}
+	if ls.tls != nil {
+		ls.tlsDrain() // input crypto/tls read along with the request
+	}
 }
 
 // OnEvents is the loop's callback for the socket (evloop.Handler).
@@ -287,6 +296,10 @@ func (ls *loopConn) OnEvents(ev uint32) {
 		return
 	}
 	if ev&(evloop.EventIn|evloop.EventErr|evloop.EventHup) == 0 {
+		return
+	}
+	if ls.tls != nil {
+		ls.tlsReadable()
 		return
 	}
 	// One read per readiness (the socket is level-triggered: what is
@@ -453,6 +466,9 @@ func (ls *loopConn) resume() {
 	} else {
 		ls.armMessageDeadline()
 	}
+	if ls.tls != nil {
+		ls.tlsDrain() // what crypto/tls holds is not reported by the socket
+	}
 	if !ls.paused {
 		ls.setEvents()
 	}
@@ -567,6 +583,9 @@ func (ls *loopConn) refill() bool {
 // way) with one writev. It reports whether the batch is done; frames
 // written are released as they complete.
 func (ls *loopConn) writeSome(vs *vecScratch) (bool, error) {
+	if ls.tls != nil {
+		return ls.tlsWriteSome()
+	}
 	c := ls.c
 	if ls.wend <= ls.wpos {
 		// A new write: at most maxBatch frames, about writeChunk bytes.
@@ -772,8 +791,11 @@ func (ls *loopConn) tryFinish() {
 	if ls.events != 0 {
 		ls.l.Remove(fd)
 	}
+	if ls.tls != nil {
+		ls.tlsFinish(fd)
+	}
 	unix.Close(fd)
-	c.nc.Close() // connection accounting of a wrapping listener
+	c.hangUp() // connection accounting of a wrapping listener
 	close(c.done)
 	info := c.Info()
 	go ls.onEnd(info)
@@ -795,8 +817,9 @@ func (ls *loopConn) inlineWrite(c *Conn) {
 // buffered reports whether input follows the message being handled.
 func (ls *loopConn) buffered() bool { return ls.rest > 0 }
 
-// canInlineLocked: the socket is attached and open. Conn.mu held.
-func (ls *loopConn) canInlineLocked() bool { return ls.fd >= 0 }
+// canInlineLocked: the socket is attached and open, and not TLS (a TLS
+// connection is written by its loop only). Conn.mu held.
+func (ls *loopConn) canInlineLocked() bool { return ls.fd >= 0 && ls.tls == nil }
 
 // abort asks the loop to close the socket at once. Conn.mu held.
 func (ls *loopConn) abortLocked() {

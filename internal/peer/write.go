@@ -150,7 +150,7 @@ func (c *Conn) enqueueUnlock(it item, now bool) {
 	}
 	c.mu.Unlock()
 	if err != nil {
-		c.nc.Close() // wakes the reader, which tears the connection down
+		c.hangUp() // wakes the reader, which tears the connection down
 	}
 }
 
@@ -318,7 +318,7 @@ func (c *Conn) writeLoop() {
 		}
 		c.mu.Unlock()
 		if err != nil {
-			c.nc.Close() // wakes the reader, which tears the connection down
+			c.hangUp() // wakes the reader, which tears the connection down
 		}
 		if sentClose {
 			c.closing.Store(true)
