@@ -224,3 +224,36 @@ func TestPostAfterCloseIsDropped(t *testing.T) {
 		t.Fatalf("closed %v, %d tasks kept", l.closed, len(l.tasks))
 	}
 }
+
+// Place keeps a key on one loop while it is held, spreads new keys to the
+// least loaded loop, and forgets a key once every holder has given it back.
+func TestPlaceBalancesAndForgets(t *testing.T) {
+	g, err := NewGroup(2)
+	if err != nil {
+		t.Skip(err)
+	}
+	defer g.Close()
+	a1 := g.Place("a")
+	b1 := g.Place("b")
+	if a1 == b1 {
+		t.Fatal("the first two keys share a loop while the other is empty")
+	}
+	if g.Place("a") != a1 || g.Place("b") != b1 {
+		t.Fatal("a key held on one loop was placed on another")
+	}
+	// Loads are now 2 and 2; "c" and "d" go one to each.
+	c, d := g.Place("c"), g.Place("d")
+	if c == d {
+		t.Fatal("keys c and d share a loop though the loads were even")
+	}
+	for _, k := range []string{"a", "a", "b", "b", "c", "d"} {
+		g.Unplace(k)
+	}
+	g.Unplace("never placed") // harmless
+	g.pmu.Lock()
+	n, load := len(g.placed), append([]int(nil), g.load...)
+	g.pmu.Unlock()
+	if n != 0 || load[0] != 0 || load[1] != 0 {
+		t.Fatalf("after giving every placement back: %d keys, loads %v", n, load)
+	}
+}

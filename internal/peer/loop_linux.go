@@ -27,6 +27,8 @@ type loopConn struct {
 
 	tls *tlsSock // a TLS connection's sock (tlsloop_linux.go); nil for plain TCP
 
+	placed string // the key of PlaceBy, given back when the connection ends
+
 	h      Handler
 	onEnd  func(CloseInfo)
 	fr     frameReader
@@ -103,14 +105,33 @@ func (c *Conn) Start(h Handler, onEnd func(CloseInfo)) {
 // handler must then never block (see Park).
 func (c *Conn) OnLoop() bool { return c.ls != nil }
 
-// PlaceBy makes c be served on the event loop for key (a server-id), so
-// that a binary and its phones share one loop: frames between them never
-// wake another loop, and what one batch of input sends to the other is
-// written once, at the batch's end (see SameLoop). It must be called right
-// after New, before the Conn is shared.
+// PlaceBy makes c be served on the event loop of key (a server-id, see
+// evloop.Group.Place), so that a binary and its phones share one loop:
+// frames between them never wake another loop, and what one batch of
+// input sends to the other is written once, at the batch's end (see
+// SameLoop). It must be called right after New, before the Conn is shared,
+// at most once. The placement is given back when the connection ends; a
+// Conn that is never started must call Unplace.
 func (c *Conn) PlaceBy(key string) {
+	if c.ls != nil && c.ls.placed == "" && key != "" {
+		c.ls.l = c.opt.Loops.Place(key)
+		c.ls.placed = key
+	}
+}
+
+// Unplace gives back the placement of a Conn that will never be started
+// (dropped right after its upgrade). Started connections give it back
+// when they end.
+func (c *Conn) Unplace() {
 	if c.ls != nil {
-		c.ls.l = c.opt.Loops.ByKey(key)
+		c.ls.unplace()
+	}
+}
+
+func (ls *loopConn) unplace() {
+	if ls.placed != "" {
+		ls.c.opt.Loops.Unplace(ls.placed)
+		ls.placed = ""
 	}
 }
 
@@ -208,6 +229,7 @@ func (ls *loopConn) failStart(onEnd func(CloseInfo)) {
 	c.probes = nil
 	c.mu.Unlock()
 	c.hangUp()
+	ls.unplace()
 	close(c.done)
 	info := c.Info()
 	go onEnd(info)
@@ -785,6 +807,7 @@ func (ls *loopConn) tryFinish() {
 	c.dropAllLocked()
 	c.mu.Unlock()
 	ls.finished = true
+	ls.unplace()
 	ls.dropWritten()
 	ls.wq, ls.wpos, ls.woff, ls.wend = nil, 0, 0, 0
 	ls.l.Stop(&ls.writeT)

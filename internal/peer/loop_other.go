@@ -22,6 +22,9 @@ func (c *Conn) OnLoop() bool { return false }
 // PlaceBy does nothing where there is no event loop.
 func (c *Conn) PlaceBy(string) {}
 
+// Unplace does nothing where there is no event loop.
+func (c *Conn) Unplace() {}
+
 // SameLoop is always false where there is no event loop.
 func (c *Conn) SameLoop(*Conn) bool { return false }
 

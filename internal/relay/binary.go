@@ -71,6 +71,7 @@ func (s *Server) serveBinary(w http.ResponseWriter, r *http.Request) {
 		_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
 		_, _ = nc.Write([]byte("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"))
 		nc.Close()
+		c.Unplace()
 		return
 	}
 	b := &localBinary{s: s, id: id, conn: c}

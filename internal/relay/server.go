@@ -257,6 +257,7 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, ep Endpoint, op
 		_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
 		_, _ = nc.Write(shuttingDownFrame)
 		nc.Close()
+		c.Unplace()
 		return nil
 	}
 	return c
