@@ -227,6 +227,15 @@ func TestNodeLoss(t *testing.T) {
 	}
 	pb3.send(t, `{"after":"loss"}`)
 	pb3.closed(t, 4404, "no server with that id")
+	// b sent to c (pb3's frames), so it had an outbox for c; c is gone,
+	// and so is the outbox (node ids are new per process: kept, they
+	// would pile up with every restart).
+	b.node.omu.Lock()
+	_, kept := b.node.outs[c.node.ID()]
+	b.node.omu.Unlock()
+	if kept {
+		t.Fatal("the outbox of a lost node is kept")
+	}
 
 	// One grace period after the loss, the dead node's entry is swept out
 	// of the bucket (nothing reclaimed it); the reclaimed id stays.

@@ -664,6 +664,17 @@ func (n *Node) nodeGone(node, why string) {
 		e.orphan()
 	}
 	n.forgetRemote(func(rp *remotePhone) bool { return rp.ob.node == node }, wire.CloseGoingAway.Code)
+	// Its outbox goes too: node ids are new per process by default, so
+	// every restart elsewhere would otherwise leave one (and its batch
+	// room) behind for good. A record still sent through it by a phone
+	// being closed goes nowhere, as anything sent to a gone node does.
+	n.omu.Lock()
+	ob := n.outs[node]
+	delete(n.outs, node)
+	n.omu.Unlock()
+	if ob != nil {
+		ob.release()
+	}
 }
 
 // orphansExpired closes, with 1000, the phones orphaned by a lost node whose

@@ -143,6 +143,13 @@ func (ob *outbox) flush() {
 	ob.mu.Unlock()
 }
 
+// release drops what waits and the batch room (the destination is gone).
+func (ob *outbox) release() {
+	ob.mu.Lock()
+	ob.buf, ob.recs = nil, 0
+	ob.mu.Unlock()
+}
+
 // RunTask is flush, as an event loop's task (see endOn).
 func (ob *outbox) RunTask() { ob.flush() }
 

@@ -246,18 +246,21 @@ func (c *conn) adopt(key netip.Addr, client netip.AddrPort) bool {
 // the socket's peer. It never blocks.
 func (c *conn) RemoteAddr() net.Addr {
 	c.mu.Lock()
-	r := c.remote
+	r, inner := c.remote, c.Conn
 	c.mu.Unlock()
 	if r.IsValid() {
 		return net.TCPAddrFromAddrPort(r)
 	}
-	return c.Conn.RemoteAddr()
+	return inner.RemoteAddr()
 }
 
 // Close closes the socket and gives back the connection's slots. Only the
 // first call gives anything back.
 func (c *conn) Close() error {
-	err := c.Conn.Close()
+	c.mu.Lock()
+	inner := c.Conn // ReleaseSocket may swap it
+	c.mu.Unlock()
+	err := inner.Close()
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -318,6 +321,8 @@ func (c *conn) TCPConn() *net.TCPConn {
 	if !c.plain.Load() {
 		return nil
 	}
+	c.mu.Lock()
 	t, _ := c.Conn.(*net.TCPConn)
+	c.mu.Unlock()
 	return t
 }

@@ -205,7 +205,13 @@ func (ls *loopConn) attach(h Handler, onEnd func(CloseInfo)) bool {
 	// is closed only when the connection ends.
 	_ = tcp.Close()
 	c.tcp = nil
-	if r, ok := c.nc.(interface{ ReleaseSocket() }); ok {
+	acct := c.nc
+	if ls.tls != nil {
+		// Under TLS the accounting wrapper is the sock's own connection.
+		ls.tls.tcp, ls.tls.raw = nil, nil
+		acct = ls.tls.Conn
+	}
+	if r, ok := acct.(interface{ ReleaseSocket() }); ok {
 		// The wrapper need not keep the closed socket's objects for the
 		// connection's life (an idle connection's largest part after
 		// its own records).
@@ -838,7 +844,11 @@ func (ls *loopConn) inlineWrite(c *Conn) {
 }
 
 // buffered reports whether input follows the message being handled.
-func (ls *loopConn) buffered() bool { return ls.rest > 0 }
+// Under TLS the input handed to the frame reader is one record's
+// plaintext; more records may wait in the sock.
+func (ls *loopConn) buffered() bool {
+	return ls.rest > 0 || (ls.tls != nil && len(ls.tls.in) > 0)
+}
 
 // canInlineLocked: the socket is attached and open, and not TLS (a TLS
 // connection is written by its loop only). Conn.mu held.

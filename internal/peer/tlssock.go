@@ -125,7 +125,7 @@ func (s *tlsSock) record(m int) int {
 		}
 		h := s.rhdr
 		copy(h[s.rhn:], s.in[:need])
-		return min(m, need+int(h[3])<<8|int(h[4]))
+		return min(m, need+(int(h[3])<<8|int(h[4])))
 	}
 	return min(m, s.rleft)
 }

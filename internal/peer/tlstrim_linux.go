@@ -6,6 +6,8 @@ import (
 	"bytes"
 	"crypto/tls"
 	"reflect"
+	"runtime"
+	"strings"
 	"sync"
 	"unsafe"
 )
@@ -49,7 +51,20 @@ var tlsInPool = sync.Pool{New: func() any { return new([tlsInSize]byte) }}
 // tlsBufOffsets are the offsets of rawInput and hand in a tls.Conn, or nil.
 var tlsBufOffsets = findTLSBufs()
 
+// tlsTrimAudited is the Go release whose crypto/tls this was checked
+// against: that a Read ending in a temporary error leaves no reference
+// into rawInput (its plaintext reader is reset first) and that hand is
+// copied before it is parsed. Lending a pooled buffer relies on both: on
+// another release a buffer taken back could still be referenced, and
+// another connection's input would then land in it. So on any other
+// release the trim is off (idle TLS connections keep about 3 KiB more)
+// until someone re-reads crypto/tls/conn.go and moves this line.
+const tlsTrimAudited = "go1.26"
+
 func findTLSBufs() []uintptr {
+	if v := runtime.Version(); v != tlsTrimAudited && !strings.HasPrefix(v, tlsTrimAudited+".") {
+		return nil
+	}
 	t := reflect.TypeFor[tls.Conn]()
 	bt := reflect.TypeFor[bytes.Buffer]()
 	var offs []uintptr
