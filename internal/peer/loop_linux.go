@@ -614,7 +614,6 @@ func (ls *loopConn) writeSome(vs *vecScratch) (bool, error) {
 	if ls.tls != nil {
 		return ls.tlsWriteSome()
 	}
-	c := ls.c
 	if ls.wend <= ls.wpos {
 		// A new write: at most maxBatch frames, about writeChunk bytes.
 		k, size := ls.wpos, 0
@@ -671,36 +670,13 @@ func (ls *loopConn) writeSome(vs *vecScratch) (bool, error) {
 		n -= size - ls.woff
 		ls.woff = 0
 		ls.wpos++
-		if it.op == OpText || it.op == opRaw {
-			written += it.cost
-			if c.opt.OnWritten != nil && it.buf != nil && it.buf.Stamp != 0 {
-				if now == 0 {
-					now = time.Now().UnixNano()
-				}
-				c.opt.OnWritten(it.buf.Stamp, now)
-			}
-		}
-		sentClose = sentClose || it.op == OpClose
-		it.buf.Release()
-		*it = item{}
+		w, cl := ls.retire(it, &now)
+		written += w
+		sentClose = sentClose || cl
 	}
-	if written > 0 {
-		c.mu.Lock()
-		c.addQueuedLocked(-written)
-		if c.queued < c.opt.QueueBytes {
-			c.wakeSpaceLocked()
-		}
-		c.mu.Unlock()
-	}
+	ls.credit(written)
 	if sentClose {
-		// Nothing follows our close frame; the read timer now bounds
-		// the wait for the peer's.
-		ls.dropWritten()
-		c.closing.Store(true)
-		if !ls.ended {
-			ls.msgT = false
-			ls.l.Arm(&ls.readT, evloop.Now()+int64(c.opt.CloseWait))
-		}
+		ls.closeFrameOut()
 	}
 	if ls.wpos < ls.wend {
 		return false, nil
@@ -710,6 +686,52 @@ func (ls *loopConn) writeSome(vs *vecScratch) (bool, error) {
 		ls.tryFinish()
 	}
 	return true, nil
+}
+
+// retire releases a frame that is on the wire and reports the bytes it
+// was charged and whether it was our close frame; now is the write's time,
+// read on first need (the forward metric).
+func (ls *loopConn) retire(it *item, now *int64) (int, bool) {
+	c := ls.c
+	charged := 0
+	if it.op == OpText || it.op == opRaw {
+		charged = it.cost
+		if c.opt.OnWritten != nil && it.buf != nil && it.buf.Stamp != 0 {
+			if *now == 0 {
+				*now = time.Now().UnixNano()
+			}
+			c.opt.OnWritten(it.buf.Stamp, *now)
+		}
+	}
+	isClose := it.op == OpClose
+	it.buf.Release()
+	*it = item{}
+	return charged, isClose
+}
+
+// credit gives written bytes back to the queue's budget.
+func (ls *loopConn) credit(written int) {
+	if written == 0 {
+		return
+	}
+	c := ls.c
+	c.mu.Lock()
+	c.addQueuedLocked(-written)
+	if c.queued < c.opt.QueueBytes {
+		c.wakeSpaceLocked()
+	}
+	c.mu.Unlock()
+}
+
+// closeFrameOut runs once our close frame is on the wire: nothing follows
+// it, and the read timer now bounds the wait for the peer's.
+func (ls *loopConn) closeFrameOut() {
+	ls.dropWritten()
+	ls.c.closing.Store(true)
+	if !ls.ended {
+		ls.msgT = false
+		ls.l.Arm(&ls.readT, evloop.Now()+int64(ls.c.opt.CloseWait))
+	}
 }
 
 // dropWritten releases the frames taken for writing that are not written.

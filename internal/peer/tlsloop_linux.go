@@ -7,7 +7,6 @@ import (
 	"net"
 	"sync"
 	"syscall"
-	"time"
 
 	"github.com/pyrycode/pyrycode-relay/internal/evloop"
 	"golang.org/x/sys/unix"
@@ -210,46 +209,22 @@ func (ls *loopConn) tlsEncrypt() error {
 // the wire, as writeSome does for the frames it wrote. It reports whether
 // our close frame was among them (the batch is then over).
 func (ls *loopConn) tlsRetire() bool {
-	c := ls.c
 	s := ls.tls
 	written, sentClose := 0, false
 	var now int64
 	for ls.wpos < s.ei {
 		it := &ls.wq[ls.wpos]
 		ls.wpos++
-		if it.op == OpText || it.op == opRaw {
-			written += it.cost
-			if c.opt.OnWritten != nil && it.buf != nil && it.buf.Stamp != 0 {
-				if now == 0 {
-					now = time.Now().UnixNano()
-				}
-				c.opt.OnWritten(it.buf.Stamp, now)
-			}
-		}
-		sentClose = sentClose || it.op == OpClose
-		it.buf.Release()
-		*it = item{}
+		w, cl := ls.retire(it, &now)
+		written += w
+		sentClose = sentClose || cl
 	}
-	if written > 0 {
-		c.mu.Lock()
-		c.addQueuedLocked(-written)
-		if c.queued < c.opt.QueueBytes {
-			c.wakeSpaceLocked()
-		}
-		c.mu.Unlock()
-	}
+	ls.credit(written)
 	if !sentClose {
 		return false
 	}
-	// Nothing follows our close frame; the read timer now bounds the
-	// wait for the peer's.
-	ls.dropWritten()
+	ls.closeFrameOut()
 	s.ei, s.eoff = 0, 0
-	c.closing.Store(true)
-	if !ls.ended {
-		ls.msgT = false
-		ls.l.Arm(&ls.readT, evloop.Now()+int64(c.opt.CloseWait))
-	}
 	if ls.ended {
 		ls.tryFinish()
 	}
