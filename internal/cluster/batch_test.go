@@ -3,18 +3,14 @@ package cluster
 import (
 	"encoding/binary"
 	"fmt"
-	"net"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go"
 
 	"github.com/pyrycode/pyrycode-relay/internal/bufpool"
 	"github.com/pyrycode/pyrycode-relay/internal/evloop"
-	"github.com/pyrycode/pyrycode-relay/internal/wire"
 )
 
 // heldLoop is a deferrer whose loop pass never ends by itself: the test
@@ -191,21 +187,7 @@ func TestBatchSplitBySlowPhone(t *testing.T) {
 	b := startNode(t, ns.ClientURL(), "b3", cfg)
 	bin := dialBinary(t, a, "split")
 	eventually(t, "binary registered", func() bool { l, _ := a.node.Counts(); return l == 1 })
-	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second, NetDial: func(network, addr string) (net.Conn, error) {
-		c, err := net.Dial(network, addr)
-		if err == nil {
-			c.(*net.TCPConn).SetReadBuffer(4096)
-		}
-		return c, err
-	}}
-	slow, _, err := d.Dial(b.url+"/v1/client", http.Header{wire.HeaderServer: {"split"}, wire.HeaderToken: {"t"}, "User-Agent": {"t"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer slow.Close()
-	slow.WriteMessage(websocket.TextMessage, []byte(`{"slow":0}`)) // never reads
-	cs := strings.TrimPrefix(bin.next(t), `{"conn_id":"`)
-	cs = cs[:strings.IndexByte(cs, '"')]
+	_, cs := stalledPhone(t, b, "split", `{"slow":0}`, bin) // never reads
 	sib := phone(t, b, "split")
 	cb := pair(t, sib, bin, `{"sib":0}`)
 	big := `{"pad":"` + strings.Repeat("s", 6000) + `"}`

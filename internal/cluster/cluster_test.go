@@ -17,8 +17,6 @@ import (
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/pyrycode/pyrycode-relay/internal/wire"
 )
 
 // A phone on node B reaches a binary on node A byte for byte, both ways,
@@ -340,21 +338,7 @@ func TestStalledCrossNodePhone(t *testing.T) {
 	b := startNode(t, ns.ClientURL(), "t9", cfg)
 	bin := dialBinary(t, a, "stall")
 	eventually(t, "binary registered", func() bool { l, _ := a.node.Counts(); return l == 1 })
-	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second, NetDial: func(network, addr string) (net.Conn, error) {
-		c, err := net.Dial(network, addr)
-		if err == nil {
-			c.(*net.TCPConn).SetReadBuffer(4096)
-		}
-		return c, err
-	}}
-	stalled, _, err := d.Dial(b.url+"/v1/client", http.Header{wire.HeaderServer: {"stall"}, wire.HeaderToken: {"t"}, "User-Agent": {"t"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stalled.Close()
-	stalled.WriteMessage(websocket.TextMessage, []byte(`{"stalled":1}`)) // never reads
-	scid := strings.TrimPrefix(bin.next(t), `{"conn_id":"`)
-	scid = scid[:strings.IndexByte(scid, '"')]
+	_, scid := stalledPhone(t, b, "stall", `{"stalled":1}`, bin) // never reads
 	sib := phone(t, b, "stall")
 	sibID := pair(t, sib, bin, `{"sibling":1}`)
 	big := `{"pad":"` + strings.Repeat("x", 4000) + `"}`

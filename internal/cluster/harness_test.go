@@ -181,6 +181,28 @@ func dialBinary(t testing.TB, tn *testNode, id string) *client {
 	return cl
 }
 
+// stalledPhone dials a phone for id on tn with a 4 KiB receive buffer, sends
+// hello and never reads; it returns the socket and the conn_id the binary
+// bin saw hello arrive with.
+func stalledPhone(t testing.TB, tn *testNode, id, hello string, bin *client) (*websocket.Conn, string) {
+	t.Helper()
+	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second, NetDial: func(network, addr string) (net.Conn, error) {
+		c, err := net.Dial(network, addr)
+		if err == nil {
+			c.(*net.TCPConn).SetReadBuffer(4096)
+		}
+		return c, err
+	}}
+	ws, _, err := d.Dial(tn.url+"/v1/client", http.Header{wire.HeaderServer: {id}, wire.HeaderToken: {"t"}, "User-Agent": {"t"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ws.Close() })
+	ws.WriteMessage(websocket.TextMessage, []byte(hello))
+	cid := strings.TrimPrefix(bin.next(t), `{"conn_id":"`)
+	return ws, cid[:strings.IndexByte(cid, '"')]
+}
+
 func phone(t testing.TB, tn *testNode, id string) *client {
 	t.Helper()
 	cl, _, err := dialWS(t, tn.url, "/v1/client", http.Header{wire.HeaderServer: {id}, wire.HeaderToken: {"tok"}, "User-Agent": {"test"}})

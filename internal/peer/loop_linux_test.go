@@ -39,19 +39,7 @@ func loopPair(t *testing.T, opt *Options, h Handler) (*Conn, net.Conn, chan Clos
 // unless key is empty.
 func loopPairKey(t *testing.T, opt *Options, h Handler, key string) (*Conn, net.Conn, chan CloseInfo) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	server, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	server, client := socketPair(t)
 	c := New(server, nil, opt)
 	if !c.OnLoop() {
 		t.Fatal("a TCP connection made with Loops is not on a loop")
@@ -155,20 +143,8 @@ func TestLoopParkKeepsOrder(t *testing.T) {
 // connection at once, as dropped, and Start still reports its end.
 func TestLoopStartFailureEnds(t *testing.T) {
 	opt := loopOptions(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	server, client := socketPair(t)
 	defer client.Close()
-	server, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
 	c := New(server, nil, opt)
 	server.Close()
 	ended := make(chan CloseInfo, 1)

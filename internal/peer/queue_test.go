@@ -11,6 +11,23 @@ import (
 	"github.com/pyrycode/pyrycode-relay/internal/bufpool"
 )
 
+// socketPair returns the two ends of a loopback TCP connection.
+func socketPair(t *testing.T) (server, client net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if client, err = net.Dial("tcp", ln.Addr().String()); err != nil {
+		t.Fatal(err)
+	}
+	if server, err = ln.Accept(); err != nil {
+		t.Fatal(err)
+	}
+	return server, client
+}
+
 // tcpPair returns a Conn running over loopback TCP and the client's socket.
 func tcpPair(t *testing.T, opt *Options) (*Conn, net.Conn, chan struct{}) {
 	t.Helper()
@@ -21,19 +38,7 @@ func tcpPair(t *testing.T, opt *Options) (*Conn, net.Conn, chan struct{}) {
 // (when not 0) before the Conn takes it over.
 func tcpPairBuf(t *testing.T, opt *Options, sndbuf int) (*Conn, net.Conn, chan struct{}) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	server, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	server, client := socketPair(t)
 	if sndbuf > 0 {
 		server.(*net.TCPConn).SetWriteBuffer(sndbuf)
 	}
