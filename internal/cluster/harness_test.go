@@ -271,7 +271,22 @@ func env(connID, frame string) string {
 func pair(t testing.TB, ph, bin *client, frame string) string {
 	t.Helper()
 	ph.send(t, frame)
-	got := bin.next(t)
+	var got string
+	select {
+	case m := <-bin.msgs:
+		got = string(m)
+	case <-time.After(10 * time.Second):
+		// Say which side failed: a phone refused (its registration
+		// request to the owner timed out: 1013) is not a lost frame.
+		select {
+		case <-ph.done:
+			t.Fatalf("the binary got nothing within 10s: the phone was closed (%v)", ph.err)
+		case <-bin.done:
+			t.Fatalf("the binary got nothing within 10s: its connection ended (%v)", bin.err)
+		default:
+			t.Fatal("the binary got nothing within 10s, and both ends are still open: the frame was lost")
+		}
+	}
 	const pre = `{"conn_id":"`
 	if !strings.HasPrefix(got, pre) {
 		t.Fatalf("binary got %q", got)
