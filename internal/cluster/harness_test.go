@@ -337,8 +337,40 @@ func freePort(t testing.TB) int {
 }
 
 // startNATSCluster runs three clustered NATS servers with JetStream and
-// returns them and a client URL list naming all three.
+// returns them and a client URL list naming all three. The ports are picked
+// free and then bound by the servers, so another socket can take one in
+// between (an outgoing connection's ephemeral port): a start that does not
+// come up is retried on new ports, at most three times.
 func startNATSCluster(t testing.TB) ([]*natsserver.Server, string) {
+	t.Helper()
+	var servers []*natsserver.Server
+	var urls string
+	for attempt := 1; ; attempt++ {
+		var ok bool
+		if servers, urls, ok = tryNATSCluster(t); ok {
+			break
+		}
+		for _, ns := range servers {
+			ns.Shutdown()
+		}
+		if attempt == 3 {
+			t.Fatal("NATS cluster did not start (3 attempts)")
+		}
+	}
+	eventually(t, "JetStream cluster ready", func() bool {
+		for _, ns := range servers {
+			if !ns.JetStreamIsCurrent() {
+				return false
+			}
+		}
+		return servers[0].JetStreamIsLeader() || servers[1].JetStreamIsLeader() || servers[2].JetStreamIsLeader()
+	})
+	return servers, urls
+}
+
+// tryNATSCluster starts three clustered servers on freshly picked ports and
+// reports whether all of them came up.
+func tryNATSCluster(t testing.TB) ([]*natsserver.Server, string, bool) {
 	t.Helper()
 	var routes, urls []string
 	cports, ports := make([]int, 3), make([]int, 3)
@@ -347,7 +379,7 @@ func startNATSCluster(t testing.TB) ([]*natsserver.Server, string) {
 		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", cports[i]))
 		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", ports[i]))
 	}
-	servers := make([]*natsserver.Server, 3)
+	servers := make([]*natsserver.Server, 0, 3)
 	for i := range 3 {
 		ns, err := natsserver.NewServer(&natsserver.Options{
 			ServerName: fmt.Sprintf("s%d", i), Host: "127.0.0.1", Port: ports[i],
@@ -360,22 +392,14 @@ func startNATSCluster(t testing.TB) ([]*natsserver.Server, string) {
 		}
 		go ns.Start()
 		t.Cleanup(ns.Shutdown)
-		servers[i] = ns
+		servers = append(servers, ns)
 	}
 	for _, ns := range servers {
 		if !ns.ReadyForConnections(20 * time.Second) {
-			t.Fatal("NATS cluster did not start")
+			return servers, "", false
 		}
 	}
-	eventually(t, "JetStream cluster ready", func() bool {
-		for _, ns := range servers {
-			if !ns.JetStreamIsCurrent() {
-				return false
-			}
-		}
-		return servers[0].JetStreamIsLeader() || servers[1].JetStreamIsLeader() || servers[2].JetStreamIsLeader()
-	})
-	return servers, strings.Join(urls, ",")
+	return servers, strings.Join(urls, ","), true
 }
 
 // errorCounter counts log records at error level.
