@@ -23,7 +23,7 @@ type Task interface {
 }
 
 // BufSize is the size of a loop's shared read buffer.
-const BufSize = 64 << 10
+const BufSize = 1 << 20
 
 // epoch anchors the loops' monotonic clock.
 var epoch = time.Now()

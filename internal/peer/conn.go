@@ -49,6 +49,13 @@ type Options struct {
 	// accepted through NewTLSListener; other connections keep their
 	// goroutine. See loop_linux.go and tlsloop_linux.go.
 	Loops *evloop.Group
+	// ReadSize is the most an event loop reads from this connection's
+	// socket at once (default 64 KiB, at most evloop.BufSize). More frames
+	// per read mean more frames per write to each destination; a
+	// connection whose handler can park it (a phone waiting for its
+	// binary's queue) keeps what is left of a read, so it should keep
+	// the default.
+	ReadSize int
 	// Reasons used when the connection closes itself. ReasonInvalidUTF8
 	// answers a close frame whose reason is not valid UTF-8 (1007).
 	ReasonProtocol, ReasonTooBig, ReasonHeartbeat, ReasonMessageTimeout, ReasonInvalidUTF8 Close
@@ -73,6 +80,10 @@ func (o Options) WithDefaults() Options {
 	if o.QueueBytes == 0 {
 		o.QueueBytes = 4 << 20
 	}
+	if o.ReadSize <= 0 {
+		o.ReadSize = 64 << 10
+	}
+	o.ReadSize = min(o.ReadSize, evloop.BufSize)
 	def(&o.HeartbeatInterval, 30*time.Second)
 	def(&o.HeartbeatTimeout, 30*time.Second)
 	def(&o.MessageTimeout, 30*time.Second)

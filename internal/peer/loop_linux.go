@@ -333,7 +333,7 @@ func (ls *loopConn) OnEvents(ev uint32) {
 	// One read per readiness (the socket is level-triggered: what is
 	// left is reported again), so that one busy peer cannot keep the loop
 	// from the others.
-	buf := ls.l.Buf()
+	buf := ls.l.Buf()[:ls.c.opt.ReadSize]
 	n, err := evloop.Read(ls.fd, buf)
 	if err == unix.EAGAIN {
 		return

@@ -75,7 +75,7 @@ func (ls *loopConn) sockets() (syscall.RawConn, *net.TCPConn) {
 
 // tlsReadable reads what the socket has and handles what it decrypts to.
 func (ls *loopConn) tlsReadable() {
-	buf := ls.l.Buf()[:tlsReadSize]
+	buf := ls.l.Buf()[:min(tlsReadSize, ls.c.opt.ReadSize)]
 	n, err := evloop.Read(ls.fd, buf)
 	if err == unix.EAGAIN {
 		return

@@ -159,6 +159,11 @@ func New(cfg Config, log *slog.Logger, opts ...Option) *Server {
 	}
 	s.binOpt = base
 	s.binOpt.QueueBytes = cfg.BinaryQueueBytes
+	// A binary's reads are the fan-out's batches: the bigger they are, the
+	// more frames each phone gets per write (1 binary -> 16 phones: 5.4 ->
+	// 3.1 µs of relay CPU per frame from 64 KiB to 1 MiB). A binary is
+	// never parked, so it never keeps the rest of a read.
+	s.binOpt.ReadSize = evloop.BufSize
 	s.binOpt = s.binOpt.WithDefaults()
 	s.phoneOpt = base
 	s.phoneOpt.QueueBytes = cfg.PhoneQueueBytes
