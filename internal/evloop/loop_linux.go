@@ -219,9 +219,14 @@ func (l *Loop) run() {
 		// Look without sleeping (a raw call: it never blocks); when
 		// nothing is ready, park on the Go poller until the epoll
 		// descriptor is readable or the next timer is due. The loop
-		// never holds a thread while it waits.
-		n, err = l.poll()
-		if n == 0 && err == nil && !l.timerDue() {
+		// never holds a thread while it waits. raw.Read calls wait
+		// before it parks, so that look is the first thing it does (one
+		// epoll_wait per pass, not two); it may also return at once,
+		// without calling wait, when the deadline has just passed.
+		if l.timerDue() {
+			n, err = l.poll()
+		} else {
+			n, err = 0, nil
 			l.setDeadline()
 			if werr := l.raw.Read(wait); werr != nil && !errors.Is(werr, os.ErrDeadlineExceeded) {
 				panic(fmt.Sprintf("evloop: waiting on epoll: %v", werr))
