@@ -10,9 +10,16 @@ import (
 	"net/http"
 	_ "net/http/pprof"
 	"os"
+	"runtime"
+	"strconv"
 )
 
 func init() {
+	// RELAY_MEMPROFILERATE=1 records every allocation in the heap
+	// profile (slow; for counting what an idle connection holds).
+	if r, err := strconv.Atoi(os.Getenv("RELAY_MEMPROFILERATE")); err == nil && r > 0 {
+		runtime.MemProfileRate = r
+	}
 	if addr := os.Getenv("RELAY_PPROF"); addr != "" {
 		go func() { _ = http.ListenAndServe(addr, nil) }()
 	}

@@ -146,30 +146,25 @@ type Conn struct {
 	tcp *net.TCPConn // set when vectored writes are available
 	opt *Options
 
-	// Reader state, touched only by Run's goroutine.
-	pend       []byte       // bytes read with the handshake, consumed first
-	chunk      *bufpool.Buf // buffered input; nil while idle
-	r, w       int          // unread input is chunk.B[r:w]
-	deadline   bool         // a message deadline is set on the socket
-	msgTimed   bool         // ... and it was set for the message now arriving
-	peek       [32]byte     // idle reads land here so idle costs no buffer (non-TCP)
-	raw        syscall.RawConn
-	rawRead    func(fd uintptr) bool // reads into a chunk taken only once data is there
-	rawWriteFn func(fd uintptr)      // one non-blocking write of wbuf (inline writes)
-	wbuf       []byte                // inline write: bytes to write; owned by whoever set writing
-	wn         int
-	werr       error
-	rawN       int
-	rawErr     error
+	// State only a connection with a reader goroutine has (nil on an
+	// event loop, which keeps its own in loopConn): about 180 bytes an
+	// idle connection on a loop does not carry.
+	*goConn
+
+	pend []byte // bytes read with the handshake, consumed first
+	raw  syscall.RawConn
 
 	closing atomic.Bool // our close frame went out: read deadline belongs to the close wait
 
-	hb         *time.Timer
 	pongSeen   atomic.Bool // a pong arrived since the timer last looked
-	nextPing   time.Time   // heartbeat callback only: when the next ping is due
-	unanswered time.Time   // heartbeat callback only: oldest ping with no pong since; zero if none
+	nextPing   int64       // heartbeat tick only: when the next ping is due (evloop.Now)
+	unanswered int64       // heartbeat tick only: when the oldest ping with no pong since went out; 0 if none
 
-	done chan struct{} // closed when Run has finished
+	// done is closed when the connection has finished. A connection on a
+	// loop makes it only when asked (Done, a waiting SendWait): most never
+	// are, and a channel is 96 bytes an idle connection would hold.
+	done     chan struct{}
+	finished bool // (mu) done is closed, or will be as soon as it is made
 
 	mu      sync.Mutex
 	q       []item        // outbound frames in order
@@ -190,10 +185,31 @@ type Conn struct {
 	ls *loopConn
 }
 
+// goConn is the goroutine path's part of a Conn: the reader's buffered
+// input and socket deadlines, the runtime timer of the heartbeat, the
+// writer goroutine's spare batch, and the raw callbacks of reads and
+// inline writes.
+type goConn struct {
+	chunk      *bufpool.Buf          // buffered input; nil while idle
+	r, w       int                   // unread input is chunk.B[r:w]
+	deadline   bool                  // a message deadline is set on the socket
+	msgTimed   bool                  // ... and it was set for the message now arriving
+	peek       [32]byte              // idle reads land here so idle costs no buffer (non-TCP)
+	rawRead    func(fd uintptr) bool // reads into a chunk taken only once data is there
+	rawWriteFn func(fd uintptr)      // one non-blocking write of wbuf (inline writes)
+	wbuf       []byte                // inline write: bytes to write; owned by whoever set writing
+	wn         int
+	werr       error
+	rawN       int
+	rawErr     error
+	hb         *time.Timer
+	spare      []item // the writer's emptied batch, reused
+}
+
 // New wraps nc, an upgraded connection; pending holds bytes the client sent
 // after its handshake. opt must have gone through WithDefaults.
 func New(nc net.Conn, pending []byte, opt *Options) *Conn {
-	c := &Conn{nc: nc, opt: opt, pend: pending, done: make(chan struct{})}
+	c := &Conn{nc: nc, opt: opt, pend: pending}
 	c.tcp, _ = nc.(*net.TCPConn)
 	if u, ok := nc.(interface{ TCPConn() *net.TCPConn }); ok {
 		// A listener wrapper (connection accounting) hides the socket;
@@ -204,8 +220,6 @@ func New(nc net.Conn, pending []byte, opt *Options) *Conn {
 	if c.tcp != nil {
 		if raw, err := c.tcp.SyscallConn(); err == nil {
 			c.raw = raw
-			c.rawRead = c.readReady
-			c.rawWriteFn = c.writeOnce
 			if opt.Loops != nil {
 				c.ls = newLoopConn(c)
 			}
@@ -214,14 +228,48 @@ func New(nc net.Conn, pending []byte, opt *Options) *Conn {
 	if tc, ok := nc.(*tls.Conn); ok && opt.Loops != nil {
 		c.ls = newTLSLoopConn(c, tc) // nil: a reader goroutine
 	}
+	if c.ls == nil {
+		c.goConn = new(goConn)
+		if c.raw != nil {
+			c.rawRead = c.readReady
+			c.rawWriteFn = c.writeOnce
+		}
+		c.done = make(chan struct{}) // read without the lock by the heartbeat
+	}
 	return c
+}
+
+// doneLocked returns done, made on first use. Conn.mu must be held.
+func (c *Conn) doneLocked() chan struct{} {
+	if c.done == nil {
+		c.done = make(chan struct{})
+		if c.finished {
+			close(c.done)
+		}
+	}
+	return c.done
+}
+
+// markDone closes done (or has it made closed): the connection has
+// finished.
+func (c *Conn) markDone() {
+	c.mu.Lock()
+	c.finished = true
+	if c.done != nil {
+		close(c.done)
+	}
+	c.mu.Unlock()
 }
 
 // RemoteAddr returns the peer's network address.
 func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
 
 // Done is closed when the connection has finished.
-func (c *Conn) Done() <-chan struct{} { return c.done }
+func (c *Conn) Done() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.doneLocked()
+}
 
 // Info returns how the connection ended; it is final once Done is closed.
 func (c *Conn) Info() CloseInfo {
@@ -362,13 +410,13 @@ func (c *Conn) SendWait(buf *bufpool.Buf, data []byte, cancel <-chan struct{}, n
 		if c.spaceCh == nil {
 			c.spaceCh = make(chan struct{})
 		}
-		ch := c.spaceCh
+		ch, done := c.spaceCh, c.doneLocked()
 		c.mu.Unlock()
 		select {
 		case <-ch:
 		case <-cancel:
 			return ErrCanceled
-		case <-c.done:
+		case <-done:
 			return ErrClosed
 		}
 	}
@@ -562,5 +610,5 @@ func (c *Conn) teardown(flush bool) {
 		c.chunk.Release()
 		c.chunk = nil
 	}
-	close(c.done)
+	c.markDone()
 }

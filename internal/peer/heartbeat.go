@@ -1,6 +1,10 @@
 package peer
 
-import "time"
+import (
+	"time"
+
+	"github.com/pyrycode/pyrycode-relay/internal/evloop"
+)
 
 // Heartbeat: one timer per connection. It fires at whichever comes first of
 // the next ping (every HeartbeatInterval, whatever the timeout) and the pong
@@ -19,7 +23,7 @@ func (c *Conn) startHeartbeat() {
 	if c.opt.HeartbeatInterval <= 0 {
 		return
 	}
-	c.nextPing = time.Now().Add(c.opt.HeartbeatInterval)
+	c.nextPing = evloop.Now() + int64(c.opt.HeartbeatInterval)
 	// Armed only after c.hb is set, so the callback always sees it.
 	c.hb = time.AfterFunc(time.Duration(1<<63-1), c.onHeartbeat)
 	c.hb.Reset(c.opt.HeartbeatInterval)
@@ -47,28 +51,27 @@ func (c *Conn) onHeartbeat() {
 // pings when the interval has passed, and returns how long until it must
 // run again (ok false: the connection is closing, no need).
 func (c *Conn) heartbeatTick() (wait time.Duration, ok bool) {
-	now := time.Now()
+	now := max(evloop.Now(), 1) // 0 is "no unanswered ping"
 	if c.pongSeen.Swap(false) {
-		c.unanswered = time.Time{}
+		c.unanswered = 0
 	}
-	if !c.unanswered.IsZero() && !now.Before(c.unanswered.Add(c.opt.HeartbeatTimeout)) {
+	timeout := int64(c.opt.HeartbeatTimeout)
+	if c.unanswered != 0 && now >= c.unanswered+timeout {
 		c.Close(c.opt.ReasonHeartbeat, false)
 		return 0, false
 	}
-	if !now.Before(c.nextPing) {
-		if c.unanswered.IsZero() {
+	if now >= c.nextPing {
+		if c.unanswered == 0 {
 			c.unanswered = now
 		}
 		c.sendControl(OpPing, nil)
-		c.nextPing = now.Add(c.opt.HeartbeatInterval)
+		c.nextPing = now + int64(c.opt.HeartbeatInterval)
 	}
 	next := c.nextPing
-	if !c.unanswered.IsZero() {
-		if due := c.unanswered.Add(c.opt.HeartbeatTimeout); due.Before(next) {
-			next = due
-		}
+	if c.unanswered != 0 {
+		next = min(next, c.unanswered+timeout)
 	}
-	return next.Sub(now), true
+	return time.Duration(next - now), true
 }
 
 // gotPong records a pong for the heartbeat and answers waiting probes.

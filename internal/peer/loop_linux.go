@@ -194,7 +194,7 @@ func (ls *loopConn) attach(h Handler, onEnd func(CloseInfo)) bool {
 	ls.fr = newFrameReader(c.opt)
 	c.mu.Lock()
 	ls.fd = fd
-	c.raw, c.rawRead, c.rawWriteFn = nil, nil, nil
+	c.raw = nil
 	if ls.tls != nil {
 		ls.tls.loop = true
 	}
@@ -236,7 +236,7 @@ func (ls *loopConn) failStart(onEnd func(CloseInfo)) {
 	c.mu.Unlock()
 	c.hangUp()
 	ls.unplace()
-	close(c.done)
+	c.markDone()
 	info := c.Info()
 	go onEnd(info)
 }
@@ -285,7 +285,7 @@ func (ls *loopConn) start() {
 	ls.writeT.F = ls.onWriteTimer
 	ls.hbT.F = ls.onHeartbeat
 	if c.opt.HeartbeatInterval > 0 {
-		c.nextPing = time.Now().Add(c.opt.HeartbeatInterval)
+		c.nextPing = evloop.Now() + int64(c.opt.HeartbeatInterval)
 		ls.l.Arm(&ls.hbT, evloop.Now()+int64(c.opt.HeartbeatInterval))
 	}
 	if len(c.pend) > 0 {
@@ -847,21 +847,23 @@ func (ls *loopConn) tryFinish() {
 	}
 	unix.Close(fd)
 	c.hangUp() // connection accounting of a wrapping listener
-	close(c.done)
+	c.markDone()
 	info := c.Info()
 	go ls.onEnd(info)
 }
 
-// inlineWrite is one non-blocking write of wbuf on the loop's socket, from
+// inlineWrite is one non-blocking write of frame on the loop's socket, from
 // the goroutine that holds the writer role (so the socket stays open).
-func (ls *loopConn) inlineWrite(c *Conn) {
-	n, err := evloop.Write(ls.fd, c.wbuf)
+// EAGAIN is no error: nothing was written, the frame goes to the loop.
+func (ls *loopConn) inlineWrite(frame []byte) (int, error) {
+	n, err := evloop.Write(ls.fd, frame)
 	switch err {
 	case unix.EAGAIN:
+		return 0, nil
 	case nil:
-		c.wn = n
+		return n, nil
 	default:
-		c.werr = err
+		return 0, err
 	}
 }
 

@@ -34,9 +34,9 @@ func (c *Conn) Defer(evloop.Task) bool { return false }
 // Park is never needed without an event loop; it returns a no-op.
 func (c *Conn) Park() (resume func()) { return func() {} }
 
-func (ls *loopConn) requestFlush()         {}
-func (ls *loopConn) inlineWrite(*Conn)     {}
-func (ls *loopConn) abortLocked()          {}
-func (ls *loopConn) writerDoneLocked()     {}
-func (ls *loopConn) buffered() bool        { return false }
-func (ls *loopConn) canInlineLocked() bool { return false }
+func (ls *loopConn) requestFlush()                   {}
+func (ls *loopConn) inlineWrite([]byte) (int, error) { return 0, nil }
+func (ls *loopConn) abortLocked()                    {}
+func (ls *loopConn) writerDoneLocked()               {}
+func (ls *loopConn) buffered() bool                  { return false }
+func (ls *loopConn) canInlineLocked() bool           { return false }

@@ -98,14 +98,18 @@ func (c *Conn) enqueueUnlock(it item, now bool) {
 	// that has been idle. This write needs no deadline of its own: it is
 	// one non-blocking system call that never waits (EAGAIN leaves the
 	// frame to a writer, which sets a fresh deadline for every write).
-	c.wbuf, c.wn, c.werr = frame, 0, nil
+	var n int
+	var err error
 	if c.ls != nil {
-		c.ls.inlineWrite(c) // the loop's descriptor stays open while we write
-	} else if err := c.raw.Control(c.rawWriteFn); err != nil && c.werr == nil {
-		c.werr = err
+		n, err = c.ls.inlineWrite(frame) // the loop's descriptor stays open while we write
+	} else {
+		c.wbuf, c.wn, c.werr = frame, 0, nil
+		if cerr := c.raw.Control(c.rawWriteFn); cerr != nil && c.werr == nil {
+			c.werr = cerr
+		}
+		n, err = c.wn, c.werr
+		c.wbuf = nil
 	}
-	n, err := c.wn, c.werr
-	c.wbuf = nil
 
 	c.mu.Lock()
 	switch {
