@@ -586,12 +586,23 @@ func (ls *loopConn) refill() bool {
 	ctl, items := c.ctl, c.q
 	if (len(items) == 0 && len(ctl) == 0) || c.wfailed {
 		c.writing, ls.lflush = false, false
-		c.mu.Unlock()
-		if cap(ls.wq) > 256 {
-			ls.wq = nil
+		if len(c.q) == 0 {
+			// Nothing left to write: an idle connection keeps no
+			// queue storage (the next frame allocates it again).
+			c.q = nil
 		}
+		c.mu.Unlock()
+		ls.wq = nil
 		ls.setEvents()
 		return false
+	}
+	if len(ctl) == 0 {
+		// The usual case: the queue becomes the batch and the emptied
+		// batch the queue, with no copy.
+		c.q = ls.wq[:0]
+		c.mu.Unlock()
+		ls.wq = items
+		return true
 	}
 	c.ctl, c.q = nil, ls.wq[:0]
 	c.mu.Unlock()
