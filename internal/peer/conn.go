@@ -169,7 +169,6 @@ type Conn struct {
 	mu      sync.Mutex
 	q       []item        // outbound frames in order
 	ctl     []item        // pings and pongs, written ahead of q; at most one of each waits
-	spare   []item        // the writer's emptied batch, reused
 	queued  int           // bytes charged for data in q and in the batch being written
 	writing bool          // a writer goroutine is running
 	wfailed bool          // a write failed: drop everything else

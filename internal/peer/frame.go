@@ -26,11 +26,11 @@ const maxHeader = 14
 
 // header is a parsed frame header.
 type header struct {
+	length int64
+	size   int // bytes the header occupies on the wire
+	mask   [4]byte
 	fin    bool
 	op     Opcode
-	length int64
-	mask   [4]byte
-	size   int // bytes the header occupies on the wire
 }
 
 var (

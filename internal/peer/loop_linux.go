@@ -32,17 +32,13 @@ type loopConn struct {
 	h      Handler
 	onEnd  func(CloseInfo)
 	fr     frameReader
-	rest   int  // input left in the loop's buffer after the message being handled
-	paused bool // the handler parked the connection: no reading until resumed
+	rest   int // input left in the loop's buffer after the message being handled
 	saved  *bufpool.Buf
 	savedN int
 
 	readT  evloop.Timer // message deadline, then the close wait
-	msgT   bool         // readT is a message deadline ...
-	timed  bool         // ... set for the message now arriving
 	hbT    evloop.Timer
 	writeT evloop.Timer
-	events uint32 // what the socket is registered for
 
 	// Writer state, loop only: frames taken from the queue and being
 	// written, the next one to write, bytes of it already written, and the
@@ -53,14 +49,20 @@ type loopConn struct {
 	woff int
 	wend int
 
-	started  bool
-	ended    bool // teardown ran: no more input
-	flushEnd bool // ... and what is queued is written before the socket closes
-	finished bool
+	events uint32 // what the socket is registered for
 
 	// Guarded by Conn.mu.
 	work   uint8 // work posted to the loop (workFlush, ...)
 	lflush bool  // the loop holds the writer role
+
+	// Loop only.
+	paused   bool // the handler parked the connection: no reading until resumed
+	msgT     bool // readT is a message deadline ...
+	timed    bool // ... set for the message now arriving
+	started  bool
+	ended    bool // teardown ran: no more input
+	flushEnd bool // ... and what is queued is written before the socket closes
+	finished bool
 }
 
 // vecScratch is a write's frame headers and iovec list. It is taken for

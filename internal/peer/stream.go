@@ -14,23 +14,22 @@ import "github.com/pyrycode/pyrycode-relay/internal/bufpool"
 // payload, and reports the peer's close frame (rdPeerClose), as the reader
 // goroutine's discard does.
 type frameReader struct {
-	headroom, room, max int
+	opt *Options // Headroom, Tailroom and MaxMessage
+
+	cur    header       // frame whose payload is being consumed
+	got    int64        // payload bytes of cur consumed so far
+	ctl    []byte       // control payload of cur (loop: taken with takeControl)
+	msg    *bufpool.Buf // data message being assembled
+	msgLen int
 
 	hdr     [maxHeader]byte // a header split across reads
-	hn      int             // bytes in hdr
-	cur     header          // frame whose payload is being consumed
+	hn      uint8           // bytes in hdr
+	msgOp   Opcode
 	inFrame bool
-	got     int64  // payload bytes of cur consumed so far
-	ctl     []byte // control payload of cur (loop: taken with takeControl)
-
-	msg    *bufpool.Buf // data message being assembled
-	msgOp  Opcode
-	msgLen int
-	inMsg  bool
-
-	discard bool // after a violation: skip payloads until the peer's close
-	skipAll bool // ... and the stream can no longer be parsed
-	failCl  int  // rdFail: which reason (failProtocol, failTooBig)
+	inMsg   bool
+	discard bool  // after a violation: skip payloads until the peer's close
+	skipAll bool  // ... and the stream can no longer be parsed
+	failCl  uint8 // rdFail: which reason (failProtocol, failTooBig)
 }
 
 // readEvent is what frameReader.next stopped at.
@@ -50,7 +49,7 @@ const (
 )
 
 func newFrameReader(opt *Options) frameReader {
-	return frameReader{headroom: opt.Headroom, room: opt.Headroom + opt.Tailroom, max: opt.MaxMessage}
+	return frameReader{opt: opt}
 }
 
 // midMessage reports whether a message or frame has begun arriving: while
@@ -71,7 +70,7 @@ func (fr *frameReader) next(p []byte) (int, readEvent) {
 			if fr.hn == 0 {
 				hd, err = parseHeader(p[n:])
 				if err == errNeedMore {
-					fr.hn = copy(fr.hdr[:], p[n:])
+					fr.hn = uint8(copy(fr.hdr[:], p[n:]))
 					return len(p), rdNone
 				}
 				if err == nil {
@@ -79,13 +78,13 @@ func (fr *frameReader) next(p []byte) (int, readEvent) {
 				}
 			} else {
 				k := copy(fr.hdr[fr.hn:], p[n:])
-				hd, err = parseHeader(fr.hdr[:fr.hn+k])
+				hd, err = parseHeader(fr.hdr[:int(fr.hn)+k])
 				if err == errNeedMore {
-					fr.hn += k
+					fr.hn += uint8(k)
 					return len(p), rdNone
 				}
 				if err == nil {
-					n += hd.size - fr.hn
+					n += hd.size - int(fr.hn)
 				}
 				fr.hn = 0
 			}
@@ -114,7 +113,7 @@ func (fr *frameReader) next(p []byte) (int, readEvent) {
 			if fr.cur.op.isControl() {
 				unmaskCopy(fr.ctl[fr.got:fr.got+int64(k)], src, fr.cur.mask, int(fr.got))
 			} else {
-				at := fr.headroom + fr.msgLen + int(fr.got)
+				at := fr.opt.Headroom + fr.msgLen + int(fr.got)
 				unmaskCopy(fr.msg.B[at:at+k], src, fr.cur.mask, int(fr.got))
 			}
 		}
@@ -161,16 +160,16 @@ func (fr *frameReader) beginFrame() (readEvent, bool) {
 	case hd.op != OpContinuation:
 		fr.inMsg, fr.msgOp, fr.msgLen = true, hd.op, 0
 	}
-	if hd.length > int64(fr.max-fr.msgLen) {
+	if hd.length > int64(fr.opt.MaxMessage-fr.msgLen) {
 		fr.startDiscard()
 		fr.failCl = failTooBig
 		return rdFail, false
 	}
 	n := int(hd.length)
 	if fr.msg == nil {
-		fr.msg = bufpool.Get(fr.room + n)
+		fr.msg = bufpool.Get(fr.opt.Headroom + fr.opt.Tailroom + n)
 	} else {
-		fr.msg = bufpool.Grow(fr.msg, fr.headroom+fr.msgLen, fr.room+fr.msgLen+n)
+		fr.msg = bufpool.Grow(fr.msg, fr.opt.Headroom+fr.msgLen, fr.opt.Headroom+fr.opt.Tailroom+fr.msgLen+n)
 	}
 	return rdNone, true
 }
@@ -180,7 +179,7 @@ func (fr *frameReader) beginFrame() (readEvent, bool) {
 func (fr *frameReader) takeMessage() (*bufpool.Buf, Opcode, []byte) {
 	m := fr.msg
 	fr.msg = nil
-	return m, fr.msgOp, m.B[fr.headroom : fr.headroom+fr.msgLen]
+	return m, fr.msgOp, m.B[fr.opt.Headroom : fr.opt.Headroom+fr.msgLen]
 }
 
 // takeControl hands over the payload of the control frame an rdControl
