@@ -47,41 +47,63 @@ const (
 )
 
 // conn is an accepted connection and its slots. Close gives them back,
-// once.
+// once. It is held for the connection's whole life, so what only some
+// connections need (PROXY protocol, a client other than the socket's
+// peer) is in x, allocated only for them: 112 bytes per connection
+// otherwise, not 208.
 type conn struct {
 	net.Conn
 	l    *Limiter
 	peer netip.AddrPort // the TCP peer, unmapped; invalid if not IP
 
-	// Reading before the PROXY header is settled. plain is set once every
-	// byte buffered by br has been handed out; after that Read goes straight
-	// to the socket and rmu, br and the rest are never touched again.
+	// plain is set once every byte buffered while reading the PROXY
+	// header has been handed out (from the start without PROXY
+	// handling); after that Read goes straight to the socket.
 	plain atomic.Bool
-	rmu   sync.Mutex
-	mode  uint8
-	br    *bufio.Reader
-	rerr  error
 
-	mu      sync.Mutex
-	src     netip.AddrPort // the peer after PROXY: the header's source, else peer
-	remote  netip.AddrPort // what RemoteAddr reports, when not the socket's
-	verdict verdict
-	global  bool       // holds a global slot
-	ipHeld  bool       // holds a slot for ipKey
-	ipKey   netip.Addr // the per-IP slot's key
-	closed  bool
+	mu       sync.Mutex
+	x        *connExtra // set at accept for PROXY handling, else on demand (mu)
+	verdict  verdict
+	global   bool // holds a global slot
+	ipHeld   bool // holds a slot for ipKey
+	closed   bool
+	released bool       // ReleaseSocket: the socket object is gone
+	ipKey    netip.Addr // the per-IP slot's key
+}
+
+// connExtra is the part of a conn only some connections need.
+type connExtra struct {
+	// Reading before the PROXY header is settled (rmu; untouched once
+	// conn.plain is set).
+	rmu  sync.Mutex
+	mode uint8
+	br   *bufio.Reader
+	rerr error
+
+	// Guarded by conn.mu.
+	src    netip.AddrPort // the peer after PROXY: the header's source; invalid: the socket's peer
+	remote netip.AddrPort // what RemoteAddr reports, when not the socket's
+}
+
+// extraLocked returns c.x, making it. conn.mu must be held, or c not yet
+// shared.
+func (c *conn) extraLocked() *connExtra {
+	if c.x == nil {
+		c.x = new(connExtra)
+	}
+	return c.x
 }
 
 func (l *Limiter) accept(nc net.Conn) *conn {
 	c := &conn{Conn: nc, l: l, peer: addrPortOf(nc.RemoteAddr())}
-	c.src = c.peer
 	trusted := c.peer.IsValid() && l.isTrusted(c.peer.Addr())
 	if l.cfg.ProxyProtocol {
-		c.mode = proxyReject
+		x := c.extraLocked()
+		x.mode = proxyReject
 		if trusted {
-			c.mode = proxyRequire
+			x.mode = proxyRequire
 		}
-		c.br = bufio.NewReaderSize(nc, proxyBufSize)
+		x.br = bufio.NewReaderSize(nc, proxyBufSize)
 	} else {
 		c.plain.Store(true)
 	}
@@ -119,32 +141,33 @@ func (c *conn) Read(p []byte) (int, error) {
 	if c.plain.Load() {
 		return c.Conn.Read(p)
 	}
-	c.rmu.Lock()
-	defer c.rmu.Unlock()
+	x := c.x // set at accept whenever plain is not
+	x.rmu.Lock()
+	defer x.rmu.Unlock()
 	if c.plain.Load() {
 		return c.Conn.Read(p)
 	}
-	if c.rerr != nil {
-		return 0, c.rerr
+	if x.rerr != nil {
+		return 0, x.rerr
 	}
-	if c.mode != proxyNone {
-		if err := c.readProxyHeader(); err != nil {
-			c.rerr = err
+	if x.mode != proxyNone {
+		if err := c.readProxyHeader(x); err != nil {
+			x.rerr = err
 			return 0, err
 		}
-		c.mode = proxyNone
+		x.mode = proxyNone
 	}
-	if c.br.Buffered() > 0 {
-		return c.br.Read(p) // hands out buffered bytes only; never blocks
+	if x.br.Buffered() > 0 {
+		return x.br.Read(p) // hands out buffered bytes only; never blocks
 	}
-	c.br = nil
+	x.br = nil
 	c.plain.Store(true)
 	return c.Conn.Read(p)
 }
 
-func (c *conn) readProxyHeader() error {
-	h, err := proxyproto.Read(c.br)
-	if c.mode == proxyReject {
+func (c *conn) readProxyHeader(x *connExtra) error {
+	h, err := proxyproto.Read(x.br)
+	if x.mode == proxyReject {
 		switch {
 		case errors.Is(err, proxyproto.ErrNoProxyProtocol):
 			return nil
@@ -200,9 +223,9 @@ func isNetErr(err error) bool {
 func (c *conn) setSource(src netip.AddrPort) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.src = src
 	if src != c.peer {
-		c.remote = src
+		x := c.extraLocked()
+		x.src, x.remote = src, src
 	}
 	if c.closed || c.verdict != admitted || c.l.isTrusted(src.Addr()) {
 		return
@@ -223,7 +246,10 @@ func (c *conn) setSource(src netip.AddrPort) {
 func (c *conn) state() (verdict, netip.AddrPort) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.verdict, c.src
+	if c.x != nil && c.x.src.IsValid() {
+		return c.verdict, c.x.src
+	}
+	return c.verdict, c.peer
 }
 
 // adopt makes the connection hold the HTTP-layer slot for key (taken for a
@@ -237,7 +263,7 @@ func (c *conn) adopt(key netip.Addr, client netip.AddrPort) bool {
 		return false
 	}
 	c.ipHeld, c.ipKey = true, key
-	c.remote = client
+	c.extraLocked().remote = client
 	return true
 }
 
@@ -246,7 +272,14 @@ func (c *conn) adopt(key netip.Addr, client netip.AddrPort) bool {
 // the socket's peer. It never blocks.
 func (c *conn) RemoteAddr() net.Addr {
 	c.mu.Lock()
-	r, inner := c.remote, c.Conn
+	var r netip.AddrPort
+	if c.x != nil {
+		r = c.x.remote
+	}
+	if !r.IsValid() && c.released {
+		r = c.peer
+	}
+	inner := c.Conn
 	c.mu.Unlock()
 	if r.IsValid() {
 		return net.TCPAddrFromAddrPort(r)
@@ -292,9 +325,7 @@ func (c *conn) CloseWrite() error {
 // writes through it fail from now on.
 func (c *conn) ReleaseSocket() {
 	c.mu.Lock()
-	if !c.remote.IsValid() {
-		c.remote = addrPortOf(c.Conn.RemoteAddr())
-	}
+	c.released = true // RemoteAddr reports peer from now on
 	c.Conn = releasedSocket{}
 	c.mu.Unlock()
 }
