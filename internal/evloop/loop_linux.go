@@ -331,6 +331,6 @@ func (l *Loop) fireTimers() {
 			return
 		}
 		l.timers.remove(t)
-		t.F()
+		t.F(t)
 	}
 }

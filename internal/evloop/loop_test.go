@@ -68,7 +68,7 @@ func TestTimersOnLoop(t *testing.T) {
 	ch := make(chan fired, 8)
 	mk := func(name string) *Timer {
 		tm := &Timer{}
-		tm.F = func() { ch <- fired{name, Now()} }
+		tm.F = func(*Timer) { ch <- fired{name, Now()} }
 		return tm
 	}
 	a, b, c, d := mk("a"), mk("b"), mk("c"), mk("d")

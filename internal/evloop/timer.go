@@ -1,10 +1,12 @@
 package evloop
 
 // Timer is a deadline on one loop. Its zero value is a stopped timer; it
-// must be armed and stopped on its loop only. F runs on the loop when the
-// deadline passes, once per arming.
+// must be armed and stopped on its loop only. F runs on the loop with the
+// timer when the deadline passes, once per arming. Getting the timer lets
+// F be a plain function that finds its owner from it (a timer embedded in
+// a struct), where a method value would be a closure allocated per timer.
 type Timer struct {
-	F    func()
+	F    func(*Timer)
 	when int64 // monotonic nanoseconds (see Loop.Now)
 	idx  int   // position in the heap plus one; 0 when stopped
 }

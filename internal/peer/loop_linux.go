@@ -5,6 +5,7 @@ package peer
 import (
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/pyrycode/pyrycode-relay/internal/bufpool"
 	"github.com/pyrycode/pyrycode-relay/internal/evloop"
@@ -63,6 +64,18 @@ type loopConn struct {
 	ended    bool // teardown ran: no more input
 	flushEnd bool // ... and what is queued is written before the socket closes
 	finished bool
+}
+
+// The timers' callbacks are plain functions that find their loopConn from
+// the timer's address (each timer is a field of one): method values would
+// be three closures allocated per connection, 48 bytes.
+func fireRead(t *evloop.Timer)      { ownerOf(t, unsafe.Offsetof(loopConn{}.readT)).onReadTimer() }
+func fireWrite(t *evloop.Timer)     { ownerOf(t, unsafe.Offsetof(loopConn{}.writeT)).onWriteTimer() }
+func fireHeartbeat(t *evloop.Timer) { ownerOf(t, unsafe.Offsetof(loopConn{}.hbT)).onHeartbeat() }
+
+// ownerOf returns the loopConn whose field at offset off is t.
+func ownerOf(t *evloop.Timer, off uintptr) *loopConn {
+	return (*loopConn)(unsafe.Add(unsafe.Pointer(t), -int(off)))
 }
 
 // vecScratch is a write's frame headers and iovec list. It is taken for
@@ -283,9 +296,9 @@ func (ls *loopConn) start() {
 		ls.teardown(false)
 		return
 	}
-	ls.readT.F = ls.onReadTimer
-	ls.writeT.F = ls.onWriteTimer
-	ls.hbT.F = ls.onHeartbeat
+	ls.readT.F = fireRead
+	ls.writeT.F = fireWrite
+	ls.hbT.F = fireHeartbeat
 	if c.opt.HeartbeatInterval > 0 {
 		c.nextPing = evloop.Now() + int64(c.opt.HeartbeatInterval)
 		ls.l.Arm(&ls.hbT, evloop.Now()+int64(c.opt.HeartbeatInterval))
