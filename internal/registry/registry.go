@@ -79,7 +79,7 @@ type shard[B, P comparable] struct {
 type entry[B, P comparable] struct {
 	binary B // zero while in the grace period
 	gen    uint64
-	phones map[string]P
+	phones phoneSet[P] // by conn_id
 	timer  *time.Timer // the grace timer, while in grace
 }
 
@@ -142,12 +142,9 @@ func installLocked[B, P comparable](e *entry[B, P], b B) []P {
 	e.binary = b
 	e.gen++
 	var out []P
-	if len(e.phones) > 0 {
-		out = make([]P, 0, len(e.phones))
-		for _, p := range e.phones {
-			out = append(out, p)
-		}
-		e.phones = nil
+	if n := e.phones.len(); n > 0 {
+		out = e.phones.appendTo(make([]P, 0, n))
+		e.phones.reset()
 	}
 	return out
 }
@@ -194,11 +191,8 @@ func (sh *shard[B, P]) expireLocked(id string, e *entry[B, P]) []P {
 	delete(sh.ids, id)
 	sh.grace--
 	e.timer = nil
-	out := make([]P, 0, len(e.phones))
-	for _, p := range e.phones {
-		out = append(out, p)
-	}
-	e.phones = nil
+	out := e.phones.appendTo(make([]P, 0, e.phones.len()))
+	e.phones.reset()
 	return out
 }
 
@@ -214,13 +208,10 @@ func (r *Registry[B, P]) AddPhone(id, connID string, p P, max int) (B, error) {
 	if e == nil {
 		return zero, ErrNoServer
 	}
-	if len(e.phones) >= max {
+	if e.phones.len() >= max {
 		return zero, ErrTooManyPhones
 	}
-	if e.phones == nil {
-		e.phones = make(map[string]P)
-	}
-	e.phones[connID] = p
+	e.phones.put(connID, p)
 	return e.binary, nil
 }
 
@@ -235,11 +226,7 @@ func (r *Registry[B, P]) RemovePhone(id, connID string, p P) (holder B, removed 
 	if e == nil {
 		return holder, false
 	}
-	if cur, ok := e.phones[connID]; ok && cur == p {
-		delete(e.phones, connID)
-		removed = true
-	}
-	return e.binary, removed
+	return e.binary, e.phones.remove(connID, p)
 }
 
 // Route returns the phone registered as connID under id, but only when b is
@@ -254,8 +241,7 @@ func (r *Registry[B, P]) Route(id string, b B, connID []byte) (P, bool) {
 		var none P
 		return none, false
 	}
-	p, ok := e.phones[string(connID)]
-	return p, ok
+	return e.phones.get(connID)
 }
 
 // Holder returns the binary holding id, zero if none.
@@ -314,10 +300,8 @@ func (r *Registry[B, P]) Drop(id string) (holder B, phones []P, ok bool) {
 		}
 	}
 	delete(sh.ids, id)
-	for _, p := range e.phones {
-		phones = append(phones, p)
-	}
-	e.phones = nil
+	phones = e.phones.appendTo(nil)
+	e.phones.reset()
 	e.gen++
 	return holder, phones, true
 }
