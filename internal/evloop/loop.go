@@ -37,7 +37,7 @@ type Group struct {
 	next  atomic.Uint32
 
 	pmu    sync.Mutex
-	placed map[string]*placement // by key, while connections hold it
+	placed map[string]*Placement // by key, while connections hold it
 	load   []int                 // placed connections per loop
 }
 
@@ -52,12 +52,13 @@ func (g *Group) Pick() *Loop {
 // loop with the fewest placed connections. A hash would do without the
 // table but spreads a few keys badly: four ids on two loops land three to
 // one or four to none half the time, and one loop then does most of the
-// work. The table costs one entry per key in use.
-func (g *Group) Place(key string) *Loop {
+// work. The table costs one entry per key in use. The Placement is what
+// the connection gives back to Unplace when it ends.
+func (g *Group) Place(key string) (*Loop, *Placement) {
 	g.pmu.Lock()
 	defer g.pmu.Unlock()
 	if g.placed == nil {
-		g.placed = make(map[string]*placement)
+		g.placed = make(map[string]*Placement)
 		g.load = make([]int, len(g.loops))
 	}
 	p := g.placed[key]
@@ -68,30 +69,32 @@ func (g *Group) Place(key string) *Loop {
 				best = i
 			}
 		}
-		p = &placement{loop: best}
+		p = &Placement{key: key, loop: best}
 		g.placed[key] = p
 	}
 	p.n++
 	g.load[p.loop]++
-	return g.loops[p.loop]
+	return g.loops[p.loop], p
 }
 
-// Unplace gives back one Place of key, once its connection has ended.
-func (g *Group) Unplace(key string) {
-	g.pmu.Lock()
-	defer g.pmu.Unlock()
-	p := g.placed[key]
+// Unplace gives back one Place, once its connection has ended; nil is
+// ignored.
+func (g *Group) Unplace(p *Placement) {
 	if p == nil {
 		return
 	}
+	g.pmu.Lock()
+	defer g.pmu.Unlock()
 	g.load[p.loop]--
 	if p.n--; p.n == 0 {
-		delete(g.placed, key)
+		delete(g.placed, p.key)
 	}
 }
 
-// placement is a key's loop and how many connections hold it there.
-type placement struct {
+// Placement is a key's loop and how many connections hold it there
+// (Group.pmu).
+type Placement struct {
+	key     string
 	loop, n int
 }
 

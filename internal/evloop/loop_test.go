@@ -233,23 +233,29 @@ func TestPlaceBalancesAndForgets(t *testing.T) {
 		t.Skip(err)
 	}
 	defer g.Close()
-	a1 := g.Place("a")
-	b1 := g.Place("b")
+	var held []*Placement
+	place := func(key string) *Loop {
+		l, p := g.Place(key)
+		held = append(held, p)
+		return l
+	}
+	a1 := place("a")
+	b1 := place("b")
 	if a1 == b1 {
 		t.Fatal("the first two keys share a loop while the other is empty")
 	}
-	if g.Place("a") != a1 || g.Place("b") != b1 {
+	if place("a") != a1 || place("b") != b1 {
 		t.Fatal("a key held on one loop was placed on another")
 	}
 	// Loads are now 2 and 2; "c" and "d" go one to each.
-	c, d := g.Place("c"), g.Place("d")
+	c, d := place("c"), place("d")
 	if c == d {
 		t.Fatal("keys c and d share a loop though the loads were even")
 	}
-	for _, k := range []string{"a", "a", "b", "b", "c", "d"} {
-		g.Unplace(k)
+	for _, p := range held {
+		g.Unplace(p)
 	}
-	g.Unplace("never placed") // harmless
+	g.Unplace(nil) // harmless
 	g.pmu.Lock()
 	n, load := len(g.placed), append([]int(nil), g.load...)
 	g.pmu.Unlock()

@@ -92,6 +92,19 @@ func (o Options) WithDefaults() Options {
 	return o
 }
 
+// Ender is a Handler told how its connection ended (Start with no onEnd).
+type Ender interface {
+	Ended(CloseInfo)
+}
+
+// endFunc makes a Handler and an end callback an Ender.
+type endFunc struct {
+	Handler
+	f func(CloseInfo)
+}
+
+func (e *endFunc) Ended(ci CloseInfo) { e.f(ci) }
+
 // Handler receives a connection's data messages on its reader goroutine.
 type Handler interface {
 	// HandleMessage is called for each complete data message while the

@@ -28,10 +28,9 @@ type loopConn struct {
 
 	tls *tlsSock // a TLS connection's sock (tlsloop_linux.go); nil for plain TCP
 
-	placed string // the key of PlaceBy, given back when the connection ends
+	placed *evloop.Placement // of PlaceBy, given back when the connection ends
 
-	h      Handler
-	onEnd  func(CloseInfo)
+	h      Handler // an Ender (Start)
 	fr     frameReader
 	rest   int // input left in the loop's buffer after the message being handled
 	saved  *bufpool.Buf
@@ -103,16 +102,22 @@ func newLoopConn(c *Conn) *loopConn {
 // Start serves the connection: on an event loop when it was made with one
 // (Options.Loops, a plain TCP socket), otherwise on a new goroutine. onEnd
 // runs once, on a goroutine of its own, with how the connection ended,
-// after the socket is closed and everything released. Start is called
-// once, instead of Run, after any HoldWrites has been released.
+// after the socket is closed and everything released; with a nil onEnd, h
+// must be an Ender and its Ended runs instead (no closure to keep for the
+// connection's life). Start is called once, instead of Run, after any
+// HoldWrites has been released.
 func (c *Conn) Start(h Handler, onEnd func(CloseInfo)) {
+	if onEnd != nil {
+		h = &endFunc{h, onEnd}
+	}
+	e := h.(Ender)
 	switch {
 	case c.ls == nil:
-		go func() { onEnd(c.Run(h)) }()
-	case !c.ls.attach(h, onEnd):
+		go func() { e.Ended(c.Run(h)) }()
+	case !c.ls.attach(h):
 		// c.ls stays: the Conn may be shared already (a claimed
 		// binary), and other goroutines read it without a lock.
-		c.ls.failStart(onEnd)
+		c.ls.failStart(e)
 	}
 }
 
@@ -128,9 +133,8 @@ func (c *Conn) OnLoop() bool { return c.ls != nil }
 // at most once. The placement is given back when the connection ends; a
 // Conn that is never started must call Unplace.
 func (c *Conn) PlaceBy(key string) {
-	if c.ls != nil && c.ls.placed == "" && key != "" {
-		c.ls.l = c.opt.Loops.Place(key)
-		c.ls.placed = key
+	if c.ls != nil && c.ls.placed == nil && key != "" {
+		c.ls.l, c.ls.placed = c.opt.Loops.Place(key)
 	}
 }
 
@@ -144,9 +148,9 @@ func (c *Conn) Unplace() {
 }
 
 func (ls *loopConn) unplace() {
-	if ls.placed != "" {
+	if ls.placed != nil {
 		ls.c.opt.Loops.Unplace(ls.placed)
-		ls.placed = ""
+		ls.placed = nil
 	}
 }
 
@@ -195,7 +199,7 @@ func (c *Conn) Park() (resume func()) {
 // attach takes the socket over from the Go runtime (a descriptor of its
 // own, the net.Conn's closed) and hands the connection to its loop. It
 // reports false, changing nothing, when the socket cannot be taken.
-func (ls *loopConn) attach(h Handler, onEnd func(CloseInfo)) bool {
+func (ls *loopConn) attach(h Handler) bool {
 	c := ls.c
 	fd := -1
 	var derr error
@@ -205,7 +209,7 @@ func (ls *loopConn) attach(h Handler, onEnd func(CloseInfo)) bool {
 	}); err != nil || derr != nil {
 		return false
 	}
-	ls.h, ls.onEnd = h, onEnd
+	ls.h = h
 	ls.fr = newFrameReader(c.opt)
 	c.mu.Lock()
 	ls.fd = fd
@@ -238,7 +242,7 @@ func (ls *loopConn) attach(h Handler, onEnd func(CloseInfo)) bool {
 
 // failStart ends a connection whose socket could not be taken over (no
 // descriptor left): it is closed without a handshake, as if dropped.
-func (ls *loopConn) failStart(onEnd func(CloseInfo)) {
+func (ls *loopConn) failStart(e Ender) {
 	c := ls.c
 	c.mu.Lock()
 	c.setInfoLocked(CloseInfo{Code: 1011, Dropped: true})
@@ -252,8 +256,7 @@ func (ls *loopConn) failStart(onEnd func(CloseInfo)) {
 	c.hangUp()
 	ls.unplace()
 	c.markDone()
-	info := c.Info()
-	go onEnd(info)
+	go e.Ended(c.Info())
 }
 
 // RunTask is the loop's entry for posted work (evloop.Task).
@@ -874,8 +877,7 @@ func (ls *loopConn) tryFinish() {
 	unix.Close(fd)
 	c.hangUp() // connection accounting of a wrapping listener
 	c.markDone()
-	info := c.Info()
-	go ls.onEnd(info)
+	go ls.h.(Ender).Ended(c.Info())
 }
 
 // inlineWrite is one non-blocking write of frame on the loop's socket, from

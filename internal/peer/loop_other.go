@@ -11,8 +11,12 @@ type loopConn struct{}
 func newLoopConn(*Conn) *loopConn { return nil }
 
 // Start serves the connection on a new goroutine (there is no event loop
-// on this system). onEnd runs once with how the connection ended.
+// on this system). onEnd runs once with how the connection ended; with a
+// nil onEnd, h must be an Ender and its Ended runs instead.
 func (c *Conn) Start(h Handler, onEnd func(CloseInfo)) {
+	if onEnd == nil {
+		onEnd = h.(Ender).Ended
+	}
 	go func() { onEnd(c.Run(h)) }()
 }
 

@@ -15,6 +15,21 @@ type localBinary struct {
 	s    *Server
 	id   string
 	conn *peer.Conn
+	// remote is the client's address for the logs, and accepted whether
+	// the claim succeeded (the connection's end then releases the id):
+	// set before the connection starts.
+	remote   string
+	accepted bool
+}
+
+// Ended is the end of the binary's connection (peer.Ender).
+func (b *localBinary) Ended(info peer.CloseInfo) {
+	if b.accepted {
+		b.s.binaryEnded(b, b.remote, info)
+	} else {
+		b.s.stats.closed(RoleBinary, info.Code)
+	}
+	b.s.forget(b.conn)
 }
 
 var _ Binary = (*localBinary)(nil)
@@ -93,6 +108,7 @@ func (s *Server) runBinary(b *localBinary, res registry.ClaimResult[Binary, Phon
 	// No per-connection logger (slog's With would keep a preformatted copy
 	// of these attributes for the connection's whole life).
 	remote := remoteIP(b.conn)
+	b.remote = remote
 	if res.Outcome == registry.Conflict {
 		res.Outcome = s.resolveConflict(b, res.Incumbent)
 	}
@@ -107,13 +123,14 @@ func (s *Server) runBinary(b *localBinary, res registry.ClaimResult[Binary, Phon
 		s.stats.Upgrade(EndpointServer, o)
 		s.log.Info("binary_refused", "server_id", b.id, "remote", remote, "code", cl.Code)
 		b.conn.Close(peer.Close(cl), false)
-		s.serve(b.conn, b, func(info peer.CloseInfo) { s.stats.closed(RoleBinary, info.Code) })
+		s.serve(b.conn, b)
 		return
 	}
 	s.stats.Upgrade(EndpointServer, OutcomeAccepted)
 	s.binaries.Add(1)
 	s.log.Info("binary_connected", "server_id", b.id, "remote", remote)
-	s.serve(b.conn, b, func(info peer.CloseInfo) { s.binaryEnded(b, remote, info) })
+	b.accepted = true
+	s.serve(b.conn, b)
 }
 
 // binaryEnded releases the id of a binary whose connection has ended.

@@ -29,6 +29,19 @@ type localPhone struct {
 	// frame to it is left for the loop's end-of-batch write. Set before
 	// the connection starts; read by its handler only.
 	near bool
+	// accepted: registered, so the connection's end unregisters it. Set
+	// before the connection starts.
+	accepted bool
+}
+
+// Ended is the end of the phone's connection (peer.Ender).
+func (p *localPhone) Ended(info peer.CloseInfo) {
+	if p.accepted {
+		p.s.phoneEnded(p, info)
+	} else {
+		p.s.stats.closed(RolePhone, info.Code)
+	}
+	p.s.forget(p.conn)
 }
 
 var _ Phone = (*localPhone)(nil)
@@ -102,7 +115,7 @@ func (s *Server) runPhone(p *localPhone) {
 		s.stats.Upgrade(EndpointClient, o)
 		s.log.Debug("phone_refused", "server_id", p.id, "code", cl.Code)
 		p.conn.Close(peer.Close(cl), false)
-		s.serve(p.conn, p, func(info peer.CloseInfo) { s.stats.closed(RolePhone, info.Code) })
+		s.serve(p.conn, p)
 		return
 	}
 	s.stats.Upgrade(EndpointClient, OutcomeAccepted)
@@ -112,7 +125,8 @@ func (s *Server) runPhone(p *localPhone) {
 	}
 	s.phones.Add(1)
 	s.log.Debug("phone_connected", "server_id", p.id, "conn_id", p.connID, "remote", remoteIP(p.conn))
-	s.serve(p.conn, p, func(info peer.CloseInfo) { s.phoneEnded(p, info) })
+	p.accepted = true
+	s.serve(p.conn, p)
 }
 
 // phoneEnded unregisters a phone whose connection has ended and tells its

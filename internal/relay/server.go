@@ -298,20 +298,24 @@ func (s *Server) refuse(w http.ResponseWriter, ep Endpoint, o Outcome) {
 	w.WriteHeader(http.StatusBadRequest)
 }
 
-// serve runs c with h until it ends, then calls end with how it ended and
-// stops tracking it. A connection on an event loop is started there and
-// serve returns at once (end then runs on a goroutine of its own);
-// otherwise it is run on the calling goroutine.
-func (s *Server) serve(c *peer.Conn, h peer.Handler, end func(peer.CloseInfo)) {
+// endHandler is a connection's handler that also takes its end: it calls
+// forget last. Being told through a method, not a closure, an idle
+// connection keeps no closure for its end.
+type endHandler interface {
+	peer.Handler
+	peer.Ender
+}
+
+// serve runs c with h until it ends, then calls h.Ended with how it ended.
+// A connection on an event loop is started there and serve returns at once
+// (Ended then runs on a goroutine of its own); otherwise it is run on the
+// calling goroutine.
+func (s *Server) serve(c *peer.Conn, h endHandler) {
 	if c.OnLoop() {
-		c.Start(h, func(info peer.CloseInfo) {
-			end(info)
-			s.forget(c)
-		})
+		c.Start(h, nil)
 		return
 	}
-	end(c.Run(h))
-	s.forget(c)
+	h.Ended(c.Run(h))
 }
 
 // forget stops tracking c once its goroutine is done with it.

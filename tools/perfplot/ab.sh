@@ -20,7 +20,7 @@ reps=${REPS:-3}
 port=${PORT:-18090}
 conns=${CONNS:-15000}
 hold=${HOLD:-45s}
-only=${ONLY:-rt rt64x1 rt1 fanout idle}
+only=${ONLY:-rt rt64x1 rt1 fanout churn idle}
 mkdir -p "$out"
 rm -f "$out"/*.json
 go build -o "$out/relay-load" ./cmd/relay-load
@@ -57,6 +57,7 @@ want rt && scenario rt --mode rt --duration 8s --warmup 2s --source-ips 127.0.1.
 want rt64x1 && scenario rt64x1 --mode rt --window 1 --duration 8s --warmup 2s --source-ips 127.0.1.1-127.0.1.16
 want rt1 && scenario rt1 --mode rt --binaries 1 --phones 1 --window 1 --duration 8s --warmup 1s
 want fanout && scenario fanout --mode fanout --duration 8s --warmup 2s --source-ips 127.0.1.1-127.0.1.4
+want churn && scenario churn --mode churn --rate 1000 --duration 6s --source-ips 127.0.2.1-127.0.3.254
 want idle && scenario idle --mode idle --conns "$conns" --hold "$hold" --idle-at 3s --source-ips 127.0.4.0-127.0.7.255
 
 median() { sort -g | awk '{v[NR]=$1} END {if (NR==0) print "nan"; else if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'; }
@@ -97,6 +98,10 @@ if want fanout; then
 	row fanout "fan-out frames/s" '.ops_per_s'
 	row fanout "fan-out relay CPU µs per frame" '.relay.cpu_us_per_op'
 	row fanout "lost+dup+reordered, fan-out" "$lost"
+fi
+if want churn; then
+	row churn "relay CPU µs per churn cycle (connect, frame, close)" '.relay.cpu_us_per_op'
+	row churn "failed connects, churn" '.connections.failed'
 fi
 if want idle; then
 	row idle "KiB per idle connection, 3 s after the last connect" '.relay.rss_per_conn_idle_at_bytes / 1024'
