@@ -164,9 +164,6 @@ type Conn struct {
 	// idle connection on a loop does not carry.
 	*goConn
 
-	pend []byte // bytes read with the handshake, consumed first
-	raw  syscall.RawConn
-
 	closing atomic.Bool // our close frame went out: read deadline belongs to the close wait
 
 	pongSeen   atomic.Bool // a pong arrived since the timer last looked
@@ -202,6 +199,8 @@ type Conn struct {
 // writer goroutine's spare batch, and the raw callbacks of reads and
 // inline writes.
 type goConn struct {
+	pend       []byte                // bytes read with the handshake, consumed first
+	raw        syscall.RawConn       // the socket, for raw reads and inline writes; nil if not TCP
 	chunk      *bufpool.Buf          // buffered input; nil while idle
 	r, w       int                   // unread input is chunk.B[r:w]
 	deadline   bool                  // a message deadline is set on the socket
@@ -221,7 +220,7 @@ type goConn struct {
 // New wraps nc, an upgraded connection; pending holds bytes the client sent
 // after its handshake. opt must have gone through WithDefaults.
 func New(nc net.Conn, pending []byte, opt *Options) *Conn {
-	c := &Conn{nc: nc, opt: opt, pend: pending}
+	c := &Conn{nc: nc, opt: opt}
 	c.tcp, _ = nc.(*net.TCPConn)
 	if u, ok := nc.(interface{ TCPConn() *net.TCPConn }); ok {
 		// A listener wrapper (connection accounting) hides the socket;
@@ -229,9 +228,10 @@ func New(nc net.Conn, pending []byte, opt *Options) *Conn {
 		// and deadlines keep going through the wrapper.
 		c.tcp = u.TCPConn()
 	}
+	var raw syscall.RawConn
 	if c.tcp != nil {
-		if raw, err := c.tcp.SyscallConn(); err == nil {
-			c.raw = raw
+		if r, err := c.tcp.SyscallConn(); err == nil {
+			raw = r
 			if opt.Loops != nil {
 				c.ls = newLoopConn(c)
 			}
@@ -240,13 +240,16 @@ func New(nc net.Conn, pending []byte, opt *Options) *Conn {
 	if tc, ok := nc.(*tls.Conn); ok && opt.Loops != nil {
 		c.ls = newTLSLoopConn(c, tc) // nil: a reader goroutine
 	}
-	if c.ls == nil {
-		c.goConn = new(goConn)
-		if c.raw != nil {
+	switch {
+	case c.ls == nil:
+		c.goConn = &goConn{pend: pending, raw: raw}
+		if raw != nil {
 			c.rawRead = c.readReady
 			c.rawWriteFn = c.writeOnce
 		}
 		c.done = make(chan struct{}) // read without the lock by the heartbeat
+	case len(pending) > 0:
+		c.ls.save(pending) // handled first, as a parked connection's input is
 	}
 	return c
 }

@@ -204,6 +204,9 @@ func (ls *loopConn) attach(h Handler) bool {
 	fd := -1
 	var derr error
 	raw, tcp := ls.sockets()
+	if raw == nil {
+		return false
+	}
 	if err := raw.Control(func(s uintptr) {
 		fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0)
 	}); err != nil || derr != nil {
@@ -213,7 +216,6 @@ func (ls *loopConn) attach(h Handler) bool {
 	ls.fr = newFrameReader(c.opt)
 	c.mu.Lock()
 	ls.fd = fd
-	c.raw = nil
 	if ls.tls != nil {
 		ls.tls.loop = true
 	}
@@ -306,10 +308,10 @@ func (ls *loopConn) start() {
 		c.nextPing = evloop.Now() + int64(c.opt.HeartbeatInterval)
 		ls.l.Arm(&ls.hbT, evloop.Now()+int64(c.opt.HeartbeatInterval))
 	}
-	if len(c.pend) > 0 {
-		p := c.pend
-		c.pend = nil
-		ls.input(p)
+	if s := ls.saved; s != nil { // input read along with the request
+		ls.saved = nil
+		ls.input(s.B[:ls.savedN])
+		s.Release()
 	}
 	if ls.tls != nil {
 		ls.tlsDrain() // input crypto/tls read along with the request
@@ -491,7 +493,8 @@ func (ls *loopConn) onReadTimer() {
 	ls.tryFinish()
 }
 
-// save keeps the unread input of a parked connection.
+// save keeps the unread input of a parked connection (or, before it
+// starts, what was read along with its request).
 func (ls *loopConn) save(p []byte) {
 	if len(p) == 0 {
 		return

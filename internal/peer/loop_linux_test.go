@@ -4,6 +4,7 @@ package peer
 
 import (
 	"bufio"
+	"io"
 	"net"
 	"runtime"
 	"sync"
@@ -214,5 +215,32 @@ func TestPlaceBySharesALoopAndFlushesAtBatchEnd(t *testing.T) {
 		if f.op != OpText || string(f.payload) != m {
 			t.Fatalf("got %v %q, want %q", f.op, f.payload, m)
 		}
+	}
+}
+
+// Bytes the client sent right behind its request (read by the handshake)
+// are handled on the loop before anything the socket brings, in order.
+func TestLoopPendingBytesAreReadFirst(t *testing.T) {
+	key := [4]byte{5, 6, 7, 8}
+	opt := loopOptions(t)
+	server, client := socketPair(t)
+	defer client.Close()
+	c := New(server, clientFrame(true, OpText, []byte(`"early"`), key), opt)
+	if !c.OnLoop() {
+		t.Fatal("a TCP connection made with Loops is not on a loop")
+	}
+	h := &collect{}
+	ended := make(chan CloseInfo, 1)
+	c.Start(h, func(ci CloseInfo) { ended <- ci })
+	client.Write(clientFrame(true, OpText, []byte(`"late"`), key))
+	client.Write(clientFrame(true, OpClose, []byte{0x03, 0xE8}, key))
+	go func() { _, _ = io.Copy(io.Discard, client) }()
+	select {
+	case <-ended:
+	case <-time.After(5 * time.Second):
+		t.Fatal("connection did not end")
+	}
+	if len(h.msgs) != 2 || string(h.msgs[0]) != `"early"` || string(h.msgs[1]) != `"late"` {
+		t.Fatalf("msgs %q", h.msgs)
 	}
 }

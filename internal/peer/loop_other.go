@@ -39,6 +39,7 @@ func (c *Conn) Defer(evloop.Task) bool { return false }
 func (c *Conn) Park() (resume func()) { return func() {} }
 
 func (ls *loopConn) requestFlush()                   {}
+func (ls *loopConn) save([]byte)                     {}
 func (ls *loopConn) inlineWrite([]byte) (int, error) { return 0, nil }
 func (ls *loopConn) abortLocked()                    {}
 func (ls *loopConn) writerDoneLocked()               {}

@@ -70,7 +70,11 @@ func (ls *loopConn) sockets() (syscall.RawConn, *net.TCPConn) {
 	if ls.tls != nil {
 		return ls.tls.raw, ls.tls.tcp
 	}
-	return ls.c.raw, ls.c.tcp
+	raw, err := ls.c.tcp.SyscallConn()
+	if err != nil {
+		return nil, nil
+	}
+	return raw, ls.c.tcp
 }
 
 // tlsReadable reads what the socket has and handles what it decrypts to.
