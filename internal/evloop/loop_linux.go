@@ -43,7 +43,9 @@ type Loop struct {
 
 	// Loop goroutine only.
 	spare    []Task
-	handlers []Handler // by descriptor
+	handlers []Handler // by Slot; nil when free
+	free     []Slot    // free slots
+	freed    []Slot    // slots removed during this pass: free after it
 	timers   timerHeap
 	buf      []byte
 	events   []unix.EpollEvent
@@ -95,7 +97,7 @@ func newLoop() (*Loop, error) {
 		unix.Close(epfd)
 		return nil, fmt.Errorf("evloop: eventfd: %w", err)
 	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(evfd)}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: evSlot}
 	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, evfd, &ev); err != nil {
 		unix.Close(epfd)
 		unix.Close(evfd)
@@ -170,33 +172,52 @@ func (l *Loop) Buf() []byte { return l.buf }
 // Count returns the sockets registered with the loop. Loop only.
 func (l *Loop) Count() int { return l.count }
 
+// Slot is a socket's registration with a loop: an index into the loop's
+// table of handlers, carried in the epoll event. The table is dense (it
+// holds the loop's own sockets, not one entry per descriptor number of
+// the process), so that many loops do not each keep a table as large as
+// the highest descriptor.
+type Slot int32
+
+// evSlot marks the loop's eventfd in epoll events.
+const evSlot = -1
+
 // Add registers fd for events (EventIn, EventOut; errors and hang-ups are
-// always reported) with h. Loop only.
-func (l *Loop) Add(fd int, events uint32, h Handler) error {
-	ev := unix.EpollEvent{Events: events | unix.EPOLLRDHUP, Fd: int32(fd)}
-	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
-		return err
-	}
-	for fd >= len(l.handlers) {
+// always reported) with h and returns its slot. Loop only.
+func (l *Loop) Add(fd int, events uint32, h Handler) (Slot, error) {
+	var s Slot
+	if n := len(l.free); n > 0 {
+		s = l.free[n-1]
+		l.free = l.free[:n-1]
+	} else {
+		s = Slot(len(l.handlers))
 		l.handlers = append(l.handlers, nil)
 	}
-	l.handlers = l.handlers[:cap(l.handlers)]
-	l.handlers[fd] = h
+	ev := unix.EpollEvent{Events: events | unix.EPOLLRDHUP, Fd: int32(s)}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		l.free = append(l.free, s)
+		return -1, err
+	}
+	l.handlers[s] = h
 	l.count++
-	return nil
+	return s, nil
 }
 
-// Modify changes the events fd is registered for. Loop only.
-func (l *Loop) Modify(fd int, events uint32) error {
-	ev := unix.EpollEvent{Events: events | unix.EPOLLRDHUP, Fd: int32(fd)}
+// Modify changes the events fd (registered in slot s) is registered for.
+// Loop only.
+func (l *Loop) Modify(fd int, s Slot, events uint32) error {
+	ev := unix.EpollEvent{Events: events | unix.EPOLLRDHUP, Fd: int32(s)}
 	return unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, fd, &ev)
 }
 
-// Remove unregisters fd; call it before closing fd. Loop only.
-func (l *Loop) Remove(fd int) {
+// Remove unregisters fd (registered in slot s); call it before closing fd.
+// Loop only. The slot is reused only after the current batch of events,
+// any of which may still name it.
+func (l *Loop) Remove(fd int, s Slot) {
 	_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, nil)
-	if fd < len(l.handlers) && l.handlers[fd] != nil {
-		l.handlers[fd] = nil
+	if s >= 0 && int(s) < len(l.handlers) && l.handlers[s] != nil {
+		l.handlers[s] = nil
+		l.freed = append(l.freed, s)
 		l.count--
 	}
 }
@@ -251,20 +272,28 @@ func (l *Loop) run() {
 		}
 		for i := range max(n, 0) {
 			ev := &l.events[i]
-			fd := int(ev.Fd)
-			if fd == l.evfd {
+			s := int(ev.Fd) // the slot
+			if s == evSlot {
 				var b [8]byte
 				_, _ = unix.Read(l.evfd, b[:])
 				continue
 			}
-			if fd < len(l.handlers) {
-				if h := l.handlers[fd]; h != nil {
+			if s >= 0 && s < len(l.handlers) {
+				if h := l.handlers[s]; h != nil {
 					h.OnEvents(ev.Events)
 				}
 			}
 		}
 		l.fireTimers()
+		l.endPass()
 	}
+}
+
+// endPass frees the slots removed during the pass: no event names them any
+// more.
+func (l *Loop) endPass() {
+	l.free = append(l.free, l.freed...)
+	l.freed = l.freed[:0]
 }
 
 // poll is epoll_wait without blocking, as a raw system call.

@@ -113,6 +113,7 @@ func TestTimersOnLoop(t *testing.T) {
 type echoHandler struct {
 	l    *Loop
 	fd   int
+	slot Slot
 	done chan struct{}
 }
 
@@ -126,7 +127,7 @@ func (h *echoHandler) OnEvents(ev uint32) {
 	if err == unix.EAGAIN {
 		return
 	}
-	h.l.Remove(h.fd)
+	h.l.Remove(h.fd, h.slot)
 	unix.Close(h.fd)
 	close(h.done)
 }
@@ -165,7 +166,11 @@ func TestSocketEcho(t *testing.T) {
 	l := g.Pick()
 	h := &echoHandler{l: l, fd: fd, done: make(chan struct{})}
 	added := make(chan error, 1)
-	l.Post(funcTask(func() { added <- l.Add(fd, EventIn, h) }))
+	l.Post(funcTask(func() {
+		var err error
+		h.slot, err = l.Add(fd, EventIn, h)
+		added <- err
+	}))
 	if err := <-added; err != nil {
 		t.Fatal(err)
 	}
@@ -261,5 +266,68 @@ func TestPlaceBalancesAndForgets(t *testing.T) {
 	g.pmu.Unlock()
 	if n != 0 || load[0] != 0 || load[1] != 0 {
 		t.Fatalf("after giving every placement back: %d keys, loads %v", n, load)
+	}
+}
+
+// The handler table holds the loop's sockets, not one entry per descriptor
+// number, and a removed slot is reused only after the pass that removed it
+// (an event of that pass may still name it).
+func TestSlotsAreDenseAndReusedAfterThePass(t *testing.T) {
+	l, err := newLoop() // not running: the test is its only user
+	if err != nil {
+		t.Skip(err)
+	}
+	defer func() {
+		l.file.Close()
+		unix.Close(l.evfd)
+		_ = unix.Munmap(l.buf)
+	}()
+	var fds []int
+	for range 3 {
+		var p [2]int
+		if err := unix.Pipe2(p[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(p[0])
+		defer unix.Close(p[1])
+		fds = append(fds, p[0])
+	}
+	// Descriptors far above the table's size must not grow it.
+	high, err := unix.FcntlInt(uintptr(fds[0]), unix.F_DUPFD_CLOEXEC, 5000)
+	if err != nil {
+		t.Skip(err)
+	}
+	defer unix.Close(high)
+	h := &echoHandler{}
+	a, err := l.Add(high, EventIn, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := l.Add(fds[1], EventIn, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a != 0 || b != 1 || len(l.handlers) != 2 {
+		t.Fatalf("slots %d, %d, table %d; want 0, 1 and 2", a, b, len(l.handlers))
+	}
+	l.Remove(high, a)
+	c, err := l.Add(fds[2], EventIn, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c == a {
+		t.Fatal("a slot removed in this pass was reused in the same pass")
+	}
+	l.endPass()
+	l.Remove(fds[2], c)
+	d, err := l.Add(fds[0], EventIn, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d != a {
+		t.Fatalf("after the pass got slot %d, want the freed %d", d, a)
+	}
+	if l.Count() != 2 || len(l.handlers) != 3 {
+		t.Fatalf("count %d, table %d; want 2 and 3", l.Count(), len(l.handlers))
 	}
 }

@@ -49,7 +49,8 @@ type loopConn struct {
 	woff int
 	wend int
 
-	events uint32 // what the socket is registered for
+	slot   evloop.Slot // the socket's registration with the loop
+	events uint8       // what the socket is registered for (EventIn, EventOut)
 
 	// Guarded by Conn.mu.
 	work   uint8 // work posted to the loop (workFlush, ...)
@@ -296,7 +297,8 @@ func (ls *loopConn) RunTask() {
 func (ls *loopConn) start() {
 	c := ls.c
 	ls.events = evloop.EventIn
-	if err := ls.l.Add(ls.fd, ls.events, ls); err != nil {
+	var err error
+	if ls.slot, err = ls.l.Add(ls.fd, uint32(ls.events), ls); err != nil {
 		ls.events = 0
 		ls.teardown(false)
 		return
@@ -526,7 +528,7 @@ func (ls *loopConn) resume() {
 // setEvents registers the socket for what the connection waits for:
 // input unless parked or ended, writability while a write waits.
 func (ls *loopConn) setEvents() {
-	var ev uint32
+	var ev uint8
 	if !ls.paused && !ls.ended {
 		ev |= evloop.EventIn
 	}
@@ -535,7 +537,7 @@ func (ls *loopConn) setEvents() {
 	}
 	if ev != ls.events && ls.fd >= 0 {
 		ls.events = ev
-		_ = ls.l.Modify(ls.fd, ev)
+		_ = ls.l.Modify(ls.fd, ls.slot, uint32(ev))
 	}
 }
 
@@ -872,7 +874,7 @@ func (ls *loopConn) tryFinish() {
 	ls.wq, ls.wpos, ls.woff, ls.wend = nil, 0, 0, 0
 	ls.l.Stop(&ls.writeT)
 	if ls.events != 0 {
-		ls.l.Remove(fd)
+		ls.l.Remove(fd, ls.slot)
 	}
 	if ls.tls != nil {
 		ls.tlsFinish(fd)

@@ -28,6 +28,7 @@ var relay = core.New()
 type conn struct {
 	c    core.Conn
 	fd   int
+	slot evloop.Slot
 	loop *evloop.Loop
 
 	mu         sync.Mutex
@@ -100,7 +101,7 @@ func (e *conn) Write(from *core.Conn, b []byte) {
 	if !e.wantOut {
 		e.wantOut = true
 		if f, ok := from.Peer.(*conn); ok && f.loop == e.loop {
-			_ = e.loop.Modify(e.fd, evloop.EventIn|evloop.EventOut)
+			_ = e.loop.Modify(e.fd, e.slot, evloop.EventIn|evloop.EventOut)
 		} else {
 			e.loop.Post(modTask{e})
 		}
@@ -114,7 +115,7 @@ func (t modTask) RunTask() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if !e.dead && e.wantOut {
-		_ = e.loop.Modify(e.fd, evloop.EventIn|evloop.EventOut)
+		_ = e.loop.Modify(e.fd, e.slot, evloop.EventIn|evloop.EventOut)
 	}
 }
 
@@ -137,7 +138,7 @@ func (e *conn) flushPending() {
 	}
 	e.pending = nil
 	e.wantOut = false
-	_ = e.loop.Modify(e.fd, evloop.EventIn)
+	_ = e.loop.Modify(e.fd, e.slot, evloop.EventIn)
 	closeNow := e.closeAfter
 	e.mu.Unlock()
 	if closeNow {
@@ -166,7 +167,7 @@ func (e *conn) shut() {
 	e.dead = true
 	e.pending = nil
 	e.mu.Unlock()
-	e.loop.Remove(e.fd)
+	e.loop.Remove(e.fd, e.slot)
 	_ = unix.Close(e.fd)
 	relay.OnClose(&e.c)
 }
@@ -199,7 +200,9 @@ func (l *listener) OnEvents(uint32) {
 type addTask struct{ e *conn }
 
 func (t addTask) RunTask() {
-	if err := t.e.loop.Add(t.e.fd, evloop.EventIn, t.e); err != nil {
+	slot, err := t.e.loop.Add(t.e.fd, evloop.EventIn, t.e)
+	t.e.slot = slot
+	if err != nil {
 		_ = unix.Close(t.e.fd)
 	}
 }
@@ -210,7 +213,10 @@ type listenTask struct {
 	err  chan error
 }
 
-func (t listenTask) RunTask() { t.err <- t.loop.Add(t.l.fd, evloop.EventIn, t.l) }
+func (t listenTask) RunTask() {
+	_, err := t.loop.Add(t.l.fd, evloop.EventIn, t.l)
+	t.err <- err
+}
 
 func listen(addr string) (int, error) {
 	ta, err := net.ResolveTCPAddr("tcp4", addr)
