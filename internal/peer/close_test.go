@@ -231,7 +231,7 @@ func TestProbeEndsWhenCloseBegins(t *testing.T) {
 	c, _, _ := tcpPair(t, failOptions()) // the client reads nothing and answers nothing
 	res := make(chan bool, 1)
 	go func() { res <- c.Probe(time.Minute) }()
-	eventually(t, func() bool { c.mu.Lock(); defer c.mu.Unlock(); return len(c.probes) == 1 })
+	eventually(t, func() bool { c.mu.Lock(); defer c.mu.Unlock(); return c.probe != nil })
 	c.Close(Close{Code: 1000}, false)
 	select {
 	case ok := <-res:

@@ -156,7 +156,6 @@ func costOf(buf *bufpool.Buf, data []byte) int {
 // concurrent use.
 type Conn struct {
 	nc  net.Conn
-	tcp *net.TCPConn // set when vectored writes are available
 	opt *Options
 
 	// State only a connection with a reader goroutine has (nil on an
@@ -177,18 +176,17 @@ type Conn struct {
 	finished bool // (mu) done is closed, or will be as soon as it is made
 
 	mu      sync.Mutex
-	q       []item        // outbound frames in order
-	ctl     []item        // pings and pongs, written ahead of q; at most one of each waits
-	queued  int           // bytes charged for data in q and in the batch being written
-	writing bool          // a writer goroutine is running
-	wfailed bool          // a write failed: drop everything else
-	wexit   chan struct{} // closed by the writer when it exits, if set
+	q       []item // outbound frames in order
+	ctl     []item // pings and pongs, written ahead of q; at most one of each waits
+	queued  int    // bytes charged for data in q and in the batch being written
+	writing bool   // a writer goroutine is running
+	wfailed bool   // a write failed: drop everything else
 	state   connState
 	info    CloseInfo
 	infoSet bool
-	spaceCh chan struct{}   // closed when queued drops below budget
-	closeCh chan struct{}   // closed when the state leaves stOpen; made on demand
-	probes  []chan struct{} // closed by the next pong
+	spaceCh chan struct{} // closed when queued drops below budget
+	closeCh chan struct{} // closed when the state leaves stOpen; made on demand
+	probe   chan struct{} // closed by the next pong; made by Probe, shared by concurrent ones
 
 	// Event-loop mode (nil ls: a reader goroutine, Run).
 	ls *loopConn
@@ -199,6 +197,8 @@ type Conn struct {
 // writer goroutine's spare batch, and the raw callbacks of reads and
 // inline writes.
 type goConn struct {
+	tcp        *net.TCPConn          // set when vectored writes are available
+	wexit      chan struct{}         // (Conn.mu) closed by the writer when it exits, if set
 	pend       []byte                // bytes read with the handshake, consumed first
 	raw        syscall.RawConn       // the socket, for raw reads and inline writes; nil if not TCP
 	chunk      *bufpool.Buf          // buffered input; nil while idle
@@ -221,16 +221,10 @@ type goConn struct {
 // after its handshake. opt must have gone through WithDefaults.
 func New(nc net.Conn, pending []byte, opt *Options) *Conn {
 	c := &Conn{nc: nc, opt: opt}
-	c.tcp, _ = nc.(*net.TCPConn)
-	if u, ok := nc.(interface{ TCPConn() *net.TCPConn }); ok {
-		// A listener wrapper (connection accounting) hides the socket;
-		// it still hands it over for writev and raw reads, while Close
-		// and deadlines keep going through the wrapper.
-		c.tcp = u.TCPConn()
-	}
+	tcp := tcpOf(nc)
 	var raw syscall.RawConn
-	if c.tcp != nil {
-		if r, err := c.tcp.SyscallConn(); err == nil {
+	if tcp != nil {
+		if r, err := tcp.SyscallConn(); err == nil {
 			raw = r
 			if opt.Loops != nil {
 				c.ls = newLoopConn(c)
@@ -242,7 +236,7 @@ func New(nc net.Conn, pending []byte, opt *Options) *Conn {
 	}
 	switch {
 	case c.ls == nil:
-		c.goConn = &goConn{pend: pending, raw: raw}
+		c.goConn = &goConn{pend: pending, raw: raw, tcp: tcp}
 		if raw != nil {
 			c.rawRead = c.readReady
 			c.rawWriteFn = c.writeOnce
@@ -252,6 +246,17 @@ func New(nc net.Conn, pending []byte, opt *Options) *Conn {
 		c.ls.save(pending) // handled first, as a parked connection's input is
 	}
 	return c
+}
+
+// tcpOf returns the socket under nc, or nil. A listener wrapper
+// (connection accounting) hides it; it still hands it over for writev and
+// raw reads, while Close and deadlines keep going through the wrapper.
+func tcpOf(nc net.Conn) *net.TCPConn {
+	if u, ok := nc.(interface{ TCPConn() *net.TCPConn }); ok {
+		return u.TCPConn()
+	}
+	tcp, _ := nc.(*net.TCPConn)
+	return tcp
 }
 
 // doneLocked returns done, made on first use. Conn.mu must be held.
@@ -459,7 +464,6 @@ func (c *Conn) TrySend(buf *bufpool.Buf, data []byte, now bool) error {
 // Probe pings the peer and reports whether a pong arrives within timeout.
 // It reports false as soon as the connection begins to close.
 func (c *Conn) Probe(timeout time.Duration) bool {
-	ch := make(chan struct{})
 	c.mu.Lock()
 	if c.state != stOpen {
 		c.mu.Unlock()
@@ -469,7 +473,10 @@ func (c *Conn) Probe(timeout time.Duration) bool {
 		c.closeCh = make(chan struct{})
 	}
 	closing := c.closeCh
-	c.probes = append(c.probes, ch)
+	if c.probe == nil {
+		c.probe = make(chan struct{})
+	}
+	ch := c.probe
 	c.controlLocked(OpPing, nil)
 	c.mu.Unlock()
 	t := time.NewTimer(timeout)
@@ -612,7 +619,7 @@ func (c *Conn) teardown(flush bool) {
 		wait = c.wexit
 	}
 	c.wakeSpaceLocked()
-	c.probes = nil
+	c.probe = nil
 	c.mu.Unlock()
 	if !flush {
 		c.hangUp()

@@ -78,10 +78,9 @@ func (c *Conn) heartbeatTick() (wait time.Duration, ok bool) {
 func (c *Conn) gotPong() {
 	c.pongSeen.Store(true)
 	c.mu.Lock()
-	probes := c.probes
-	c.probes = nil
-	c.mu.Unlock()
-	for _, ch := range probes {
-		close(ch)
+	if c.probe != nil {
+		close(c.probe)
+		c.probe = nil
 	}
+	c.mu.Unlock()
 }

@@ -226,7 +226,6 @@ func (ls *loopConn) attach(h Handler) bool {
 	// socket lives on in ours. A wrapping net.Conn (connection accounting)
 	// is closed only when the connection ends.
 	_ = tcp.Close()
-	c.tcp = nil
 	acct := c.nc
 	if ls.tls != nil {
 		// Under TLS the accounting wrapper is the sock's own connection.
@@ -254,7 +253,7 @@ func (ls *loopConn) failStart(e Ender) {
 	c.writing = true // nobody writes to it any more
 	c.dropAllLocked()
 	c.wakeSpaceLocked()
-	c.probes = nil
+	c.probe = nil
 	c.mu.Unlock()
 	c.hangUp()
 	ls.unplace()
@@ -834,7 +833,7 @@ func (ls *loopConn) teardown(flush bool) {
 		c.dropAllLocked()
 	}
 	c.wakeSpaceLocked()
-	c.probes = nil
+	c.probe = nil
 	c.mu.Unlock()
 	ls.setEvents()
 }

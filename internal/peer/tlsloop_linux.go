@@ -70,11 +70,15 @@ func (ls *loopConn) sockets() (syscall.RawConn, *net.TCPConn) {
 	if ls.tls != nil {
 		return ls.tls.raw, ls.tls.tcp
 	}
-	raw, err := ls.c.tcp.SyscallConn()
+	tcp := tcpOf(ls.c.nc)
+	if tcp == nil {
+		return nil, nil
+	}
+	raw, err := tcp.SyscallConn()
 	if err != nil {
 		return nil, nil
 	}
-	return raw, ls.c.tcp
+	return raw, tcp
 }
 
 // tlsReadable reads what the socket has and handles what it decrypts to.

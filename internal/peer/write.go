@@ -140,7 +140,7 @@ func (c *Conn) enqueueUnlock(it item, now bool) {
 		startWriter(c) // c.writing stays true: the writer takes over
 	} else {
 		c.writing = false
-		if c.wexit != nil {
+		if c.goConn != nil && c.wexit != nil {
 			close(c.wexit)
 			c.wexit = nil
 		}

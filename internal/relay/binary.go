@@ -15,17 +15,15 @@ type localBinary struct {
 	s    *Server
 	id   string
 	conn *peer.Conn
-	// remote is the client's address for the logs, and accepted whether
-	// the claim succeeded (the connection's end then releases the id):
-	// set before the connection starts.
-	remote   string
+	// accepted: the claim succeeded, so the connection's end releases the
+	// id. Set before the connection starts.
 	accepted bool
 }
 
 // Ended is the end of the binary's connection (peer.Ender).
 func (b *localBinary) Ended(info peer.CloseInfo) {
 	if b.accepted {
-		b.s.binaryEnded(b, b.remote, info)
+		b.s.binaryEnded(b, remoteIP(b.conn), info)
 	} else {
 		b.s.stats.closed(RoleBinary, info.Code)
 	}
@@ -108,7 +106,6 @@ func (s *Server) runBinary(b *localBinary, res registry.ClaimResult[Binary, Phon
 	// No per-connection logger (slog's With would keep a preformatted copy
 	// of these attributes for the connection's whole life).
 	remote := remoteIP(b.conn)
-	b.remote = remote
 	if res.Outcome == registry.Conflict {
 		res.Outcome = s.resolveConflict(b, res.Incumbent)
 	}
