@@ -159,7 +159,7 @@ type Conn struct {
 	opt *Options
 
 	// State only a connection with a reader goroutine has (nil on an
-	// event loop, which keeps its own in loopConn): about 180 bytes an
+	// event loop, which keeps its own in loopConn): about 230 bytes an
 	// idle connection on a loop does not carry.
 	*goConn
 
@@ -192,10 +192,11 @@ type Conn struct {
 	ls *loopConn
 }
 
-// goConn is the goroutine path's part of a Conn: the reader's buffered
-// input and socket deadlines, the runtime timer of the heartbeat, the
-// writer goroutine's spare batch, and the raw callbacks of reads and
-// inline writes.
+// goConn is the goroutine path's part of a Conn: the socket and its raw
+// callbacks for reads and inline writes, the bytes read with the
+// handshake, the reader's buffered input and socket deadlines, the runtime
+// timer of the heartbeat, and the writer goroutine's spare batch and exit
+// signal.
 type goConn struct {
 	tcp        *net.TCPConn          // set when vectored writes are available
 	wexit      chan struct{}         // (Conn.mu) closed by the writer when it exits, if set

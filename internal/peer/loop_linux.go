@@ -49,7 +49,7 @@ type loopConn struct {
 	woff int
 	wend int
 
-	slot   evloop.Slot // the socket's registration with the loop
+	slot   evloop.Slot // the socket's registration with the loop; -1 when not registered
 	events uint8       // what the socket is registered for (EventIn, EventOut)
 
 	// Guarded by Conn.mu.
@@ -97,7 +97,7 @@ const (
 )
 
 func newLoopConn(c *Conn) *loopConn {
-	return &loopConn{c: c, l: c.opt.Loops.Pick(), fd: -1}
+	return &loopConn{c: c, l: c.opt.Loops.Pick(), fd: -1, slot: -1}
 }
 
 // Start serves the connection: on an event loop when it was made with one
@@ -298,7 +298,7 @@ func (ls *loopConn) start() {
 	ls.events = evloop.EventIn
 	var err error
 	if ls.slot, err = ls.l.Add(ls.fd, uint32(ls.events), ls); err != nil {
-		ls.events = 0
+		ls.events, ls.slot = 0, -1
 		ls.teardown(false)
 		return
 	}
@@ -872,8 +872,12 @@ func (ls *loopConn) tryFinish() {
 	ls.dropWritten()
 	ls.wq, ls.wpos, ls.woff, ls.wend = nil, 0, 0, 0
 	ls.l.Stop(&ls.writeT)
-	if ls.events != 0 {
+	if ls.slot >= 0 {
+		// Registered, even if for no event any more (an ended
+		// connection waits for nothing but errors): the loop's table
+		// must let go of it.
 		ls.l.Remove(fd, ls.slot)
+		ls.slot = -1
 	}
 	if ls.tls != nil {
 		ls.tlsFinish(fd)

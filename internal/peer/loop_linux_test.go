@@ -244,3 +244,40 @@ func TestLoopPendingBytesAreReadFirst(t *testing.T) {
 		t.Fatalf("msgs %q", h.msgs)
 	}
 }
+
+// Connections that end give their loop registration back, whichever way
+// they end: a loop keeps no handler for a closed socket.
+func TestLoopEndedConnectionsAreUnregistered(t *testing.T) {
+	opt := loopOptions(t)
+	g, err := evloop.NewGroup(1) // a group of its own: nothing else counts
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	opt.Loops = g
+	count := func() int {
+		ch := make(chan int, 1)
+		l := g.Pick()
+		l.Post(taskFunc(func() { ch <- l.Count() }))
+		return <-ch
+	}
+	for i := range 20 {
+		c, client, ended := loopPair(t, opt, &collect{})
+		if i%2 == 0 {
+			client.Close() // the peer hangs up
+		} else {
+			c.Close(Close{Code: 1000}, false) // we close; the client answers
+			go func() { _, _ = io.Copy(io.Discard, client) }()
+			key := [4]byte{1, 2, 3, 4}
+			client.Write(clientFrame(true, OpClose, []byte{0x03, 0xE8}, key))
+		}
+		select {
+		case <-ended:
+		case <-time.After(5 * time.Second):
+			t.Fatal("connection did not end")
+		}
+	}
+	if n := count(); n != 0 {
+		t.Fatalf("%d sockets still registered with the loop after every connection ended", n)
+	}
+}
