@@ -91,6 +91,7 @@ type Config struct {
 	LogLevel    slog.Level // "info"
 	LogFormat   string     // "json" or "text" ("json")
 	IO          string     // "loop" (event loops; default on Linux) or "goroutine" (one per connection; default elsewhere)
+	Loops       int        // --io loop: how many event loops; 0 = GOMAXPROCS-1, at least 1
 	ShowVersion bool       // print the version and exit
 }
 
@@ -227,6 +228,7 @@ func Parse(args []string, env Env, out io.Writer) (Config, error) {
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: json or text")
 	fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
 	fs.StringVar(&c.IO, "io", c.IO, "connection I/O: loop (connections on event loops, Linux only) or goroutine (a goroutine per connection)")
+	fs.IntVar(&c.Loops, "loops", 0, "--io loop: number of event loops (0: one per core the Go runtime uses but one, at least one)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(out)
@@ -400,6 +402,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--io: %q is not loop or goroutine", c.IO)
 	case c.IO == "loop" && runtime.GOOS != "linux":
 		return fmt.Errorf("--io loop: event loops are only available on Linux")
+	case c.Loops < 0 || c.Loops > 1024:
+		return fmt.Errorf("--loops must be between 0 (the default: cores but one) and 1024 (got %d)", c.Loops)
+	case c.Loops != 0 && c.IO != "loop":
+		return fmt.Errorf("--loops is for --io loop (got --io %s)", c.IO)
 	case !(c.UpgradeRate > 0) || c.UpgradeRate > 1e6:
 		return fmt.Errorf("--upgrade-rate must be above 0 and at most 1000000 (got %v)", c.UpgradeRate)
 	case c.UpgradeBurst < 1:

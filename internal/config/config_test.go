@@ -129,6 +129,9 @@ func TestLimitFlagsValidated(t *testing.T) {
 		{[]string{"--metrics-listen", "nope"}},
 		{[]string{"--trusted-proxies", "bogus"}},
 		{[]string{"--io", "threads"}},
+		{[]string{"--loops", "-1"}},
+		{[]string{"--loops", "2000"}},
+		{[]string{"--io", "goroutine", "--loops", "2"}},
 	} {
 		args := append([]string{"--insecure-listen", ":1"}, tc.args...)
 		if _, err := Parse(args, env(nil, 1000), io.Discard); err == nil {
@@ -184,5 +187,11 @@ func TestIOFlag(t *testing.T) {
 	c, err := Parse([]string{"--insecure-listen", ":1", "--io", "goroutine"}, Env{Getenv: func(string) string { return "" }}, io.Discard)
 	if err != nil || c.IO != "goroutine" {
 		t.Fatalf("--io goroutine: %q, %v", c.IO, err)
+	}
+	if runtime.GOOS == "linux" {
+		c, err := Parse([]string{"--insecure-listen", ":1", "--loops", "3"}, Env{Getenv: func(string) string { return "" }}, io.Discard)
+		if err != nil || c.Loops != 3 {
+			t.Fatalf("--loops 3: %d, %v", c.Loops, err)
+		}
 	}
 }
