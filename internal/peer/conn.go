@@ -172,8 +172,7 @@ type Conn struct {
 	// done is closed when the connection has finished. A connection on a
 	// loop makes it only when asked (Done, a waiting SendWait): most never
 	// are, and a channel is 96 bytes an idle connection would hold.
-	done     chan struct{}
-	finished bool // (mu) done is closed, or will be as soon as it is made
+	done chan struct{}
 
 	mu      sync.Mutex
 	q       []item // outbound frames in order
@@ -181,12 +180,14 @@ type Conn struct {
 	queued  int    // bytes charged for data in q and in the batch being written
 	writing bool   // a writer goroutine is running
 	wfailed bool   // a write failed: drop everything else
-	state   connState
-	info    CloseInfo
-	infoSet bool
-	spaceCh chan struct{} // closed when queued drops below budget
-	closeCh chan struct{} // closed when the state leaves stOpen; made on demand
-	probe   chan struct{} // closed by the next pong; made by Probe, shared by concurrent ones
+	// finished: done is closed, or will be as soon as it is made.
+	finished bool
+	state    connState
+	info     CloseInfo
+	infoSet  bool
+	spaceCh  chan struct{} // closed when queued drops below budget
+	closeCh  chan struct{} // closed when the state leaves stOpen; made on demand
+	probe    chan struct{} // closed by the next pong; made by Probe, shared by concurrent ones
 
 	// Event-loop mode (nil ls: a reader goroutine, Run).
 	ls *loopConn
