@@ -549,6 +549,26 @@ func (ls *loopConn) onHeartbeat() {
 	}
 }
 
+// FlushOver writes what is queued for c now, instead of when its loop's
+// pass is done, once at least min bytes (as charged against QueueBytes)
+// wait and the loop holds c's writer role. It must be called on c's own
+// loop: by the handler of a connection for which SameLoop(c) is true. A
+// sender that defers its frames to the end of the pass (now=false) calls
+// it so that one large read of small frames cannot fill c's queue before
+// anything is written.
+func (c *Conn) FlushOver(min int) {
+	ls := c.ls
+	if ls == nil {
+		return
+	}
+	c.mu.Lock()
+	ok := c.queued >= min && ls.lflush && ls.fd >= 0
+	c.mu.Unlock()
+	if ok {
+		ls.flush()
+	}
+}
+
 // requestFlush hands the writer role to the loop. Called with Conn.mu
 // held, by whoever just set Conn.writing.
 func (ls *loopConn) requestFlush() {

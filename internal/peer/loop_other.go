@@ -35,6 +35,9 @@ func (c *Conn) SameLoop(*Conn) bool { return false }
 // Defer reports false: there is no event loop on this system.
 func (c *Conn) Defer(evloop.Task) bool { return false }
 
+// FlushOver does nothing where there is no event loop.
+func (c *Conn) FlushOver(int) {}
+
 // Park is never needed without an event loop; it returns a no-op.
 func (c *Conn) Park() (resume func()) { return func() {} }
 

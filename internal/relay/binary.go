@@ -271,10 +271,20 @@ func (b *localBinary) HandleMessage(c *peer.Conn, op peer.Opcode, buf *bufpool.B
 		return
 	}
 	last := !c.Buffered()
-	if lp, ok := p.(*localPhone); ok && last && c.SameLoop(lp.conn) {
+	lp, local := p.(*localPhone)
+	near := local && c.SameLoop(lp.conn)
+	if near {
 		last = false // the loop writes it when this batch is done
 	}
 	p.Deliver(buf, env.Frame, last)
+	if near {
+		// ... unless this read brings it more than a quarter of its
+		// budget: a binary's read can be 1 MiB, and small frames are
+		// charged their whole pooled buffer (a 40-byte frame some 600
+		// bytes), so waiting for the batch's end could fill the queue of
+		// a phone that reads everything it is sent.
+		lp.conn.FlushOver(s.phoneOpt.QueueBytes / 4)
+	}
 }
 
 // pushWake validates a push_wake request and hands it to the PushSink.

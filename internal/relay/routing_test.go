@@ -19,6 +19,7 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -1267,5 +1268,48 @@ func TestRoutingHealthz(t *testing.T) {
 	m = get()
 	if string(m["connected_binaries"]) != "1" || string(m["connected_phones"]) != "2" {
 		t.Fatalf("counts %s/%s, want 1/2", m["connected_binaries"], m["connected_phones"])
+	}
+}
+
+// A binary's one read can carry a megabyte of small frames for one phone
+// (each charged its whole pooled buffer against the phone's queue): a
+// phone that reads everything gets all of them, in order, and is not
+// closed for a full backlog while the loop is still routing that read.
+func TestBinaryBurstOfSmallFramesReachesPhone(t *testing.T) {
+	tr := startRelay(t, Config{})
+	addr := strings.TrimPrefix(tr.url, "ws://")
+	bin, err := dialRaw(addr, "/v1/server", binaryHeaders("burst"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bin.close()
+	eventually(t, func() bool { b, _ := tr.srv.Counts(); return b == 1 })
+	ph := tr.phone("burst")
+	if err := ph.WriteMessage(websocket.TextMessage, []byte(`{"hi":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	_, env, err := bin.read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cid := strings.TrimPrefix(string(env), `{"conn_id":"`)
+	cid = cid[:strings.IndexByte(cid, '"')]
+	const n = 19200 // about 900 KiB on the wire
+	var burst []byte
+	for i := range n {
+		p := fmt.Appendf(nil, `{"conn_id":"%s","frame":%d}`, cid, i)
+		burst = append(burst, 0x81, 0x80|byte(len(p)), 0, 0, 0, 0) // masked with a zero key
+		burst = append(burst, p...)
+	}
+	go func() { _, _ = bin.nc.Write(burst) }()
+	ph.SetReadDeadline(time.Now().Add(20 * time.Second))
+	for i := range n {
+		_, m, err := ph.ReadMessage()
+		if err != nil {
+			t.Fatalf("frame %d of %d: %v", i, n, err)
+		}
+		if want := strconv.Itoa(i); string(m) != want {
+			t.Fatalf("frame %d: got %q", i, m)
+		}
 	}
 }
