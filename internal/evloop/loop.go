@@ -22,6 +22,13 @@ type Task interface {
 	RunTask()
 }
 
+// Slot is a socket's registration with a loop: an index into the loop's
+// table of handlers, carried in the epoll event. The table is dense (it
+// holds the loop's own sockets, not one entry per descriptor number of
+// the process), so that many loops do not each keep a table as large as
+// the highest descriptor.
+type Slot int32
+
 // BufSize is the size of a loop's shared read buffer.
 const BufSize = 1 << 20
 

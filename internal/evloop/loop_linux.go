@@ -172,13 +172,6 @@ func (l *Loop) Buf() []byte { return l.buf }
 // Count returns the sockets registered with the loop. Loop only.
 func (l *Loop) Count() int { return l.count }
 
-// Slot is a socket's registration with a loop: an index into the loop's
-// table of handlers, carried in the epoll event. The table is dense (it
-// holds the loop's own sockets, not one entry per descriptor number of
-// the process), so that many loops do not each keep a table as large as
-// the highest descriptor.
-type Slot int32
-
 // evSlot marks the loop's eventfd in epoll events.
 const evSlot = -1
 

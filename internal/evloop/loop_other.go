@@ -23,10 +23,10 @@ func (g *Group) Close() {}
 func (l *Loop) Post(Task) { panic(ErrUnsupported) }
 
 // Buf, Count, Add, Modify, Remove, Arm and Stop are never called here.
-func (l *Loop) Buf() []byte                    { return nil }
-func (l *Loop) Count() int                     { return 0 }
-func (l *Loop) Add(int, uint32, Handler) error { return ErrUnsupported }
-func (l *Loop) Modify(int, uint32) error       { return ErrUnsupported }
-func (l *Loop) Remove(int)                     {}
-func (l *Loop) Arm(*Timer, int64)              {}
-func (l *Loop) Stop(*Timer)                    {}
+func (l *Loop) Buf() []byte                            { return nil }
+func (l *Loop) Count() int                             { return 0 }
+func (l *Loop) Add(int, uint32, Handler) (Slot, error) { return -1, ErrUnsupported }
+func (l *Loop) Modify(int, Slot, uint32) error         { return ErrUnsupported }
+func (l *Loop) Remove(int, Slot)                       {}
+func (l *Loop) Arm(*Timer, int64)                      {}
+func (l *Loop) Stop(*Timer)                            {}
