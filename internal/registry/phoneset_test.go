@@ -107,18 +107,25 @@ func TestPhoneSetThreshold(t *testing.T) {
 	}
 }
 
+// filledSet returns a set holding n phones under connID(0..n-1), the
+// phones, and what the set should hold.
+func filledSet(n int) (pset, []*phone, map[string]*phone) {
+	ps := newPhones(n)
+	var s pset
+	want := map[string]*phone{}
+	for i, p := range ps {
+		s.put(connID(i), p)
+		want[connID(i)] = p
+	}
+	return s, ps, want
+}
+
 // TestPhoneSetRemoveOther checks, in both forms, that a phone that is not
 // the one registered under its conn_id removes nothing.
 func TestPhoneSetRemoveOther(t *testing.T) {
 	for _, n := range []int{1, smallPhones, smallPhones + 1} {
 		t.Run(fmt.Sprint(n), func(t *testing.T) {
-			ps := newPhones(n)
-			var s pset
-			want := map[string]*phone{}
-			for i, p := range ps {
-				s.put(connID(i), p)
-				want[connID(i)] = p
-			}
+			s, ps, want := filledSet(n)
 			stranger := &phone{name: "stranger"}
 			for i := range ps {
 				if s.remove(connID(i), stranger) {
@@ -139,13 +146,7 @@ func TestPhoneSetRemoveOther(t *testing.T) {
 func TestPhoneSetReplace(t *testing.T) {
 	for _, n := range []int{1, smallPhones, smallPhones + 1} {
 		t.Run(fmt.Sprint(n), func(t *testing.T) {
-			ps := newPhones(n)
-			var s pset
-			want := map[string]*phone{}
-			for i, p := range ps {
-				s.put(connID(i), p)
-				want[connID(i)] = p
-			}
+			s, ps, want := filledSet(n)
 			next := &phone{name: "next"}
 			s.put(connID(0), next)
 			want[connID(0)] = next
