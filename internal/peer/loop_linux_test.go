@@ -48,17 +48,7 @@ func loopPairKey(t *testing.T, opt *Options, h Handler, key string) (*Conn, net.
 	if key != "" {
 		c.PlaceBy(key)
 	}
-	ended := make(chan CloseInfo, 1)
-	c.Start(h, func(ci CloseInfo) { ended <- ci })
-	t.Cleanup(func() {
-		client.Close()
-		select {
-		case <-c.Done():
-		case <-time.After(5 * time.Second):
-			t.Error("connection did not end")
-		}
-	})
-	return c, client, ended
+	return c, client, startEnded(t, c, h, client)
 }
 
 // Idle connections on a loop own no goroutine: opening many adds none.

@@ -84,6 +84,13 @@ func tlsPair(t *testing.T, opt *Options, h Handler) (*Conn, *tls.Conn, chan Clos
 	if c.OnLoop() != (opt.Loops != nil) {
 		t.Fatalf("on a loop: %v, with loops: %v", c.OnLoop(), opt.Loops != nil)
 	}
+	return c, client, startEnded(t, c, h, client)
+}
+
+// startEnded starts c with h and returns the channel its end is reported
+// on; when the test ends, client is closed and c must end within 5 s.
+func startEnded(t *testing.T, c *Conn, h Handler, client net.Conn) chan CloseInfo {
+	t.Helper()
 	ended := make(chan CloseInfo, 1)
 	c.Start(h, func(ci CloseInfo) { ended <- ci })
 	t.Cleanup(func() {
@@ -94,7 +101,7 @@ func tlsPair(t *testing.T, opt *Options, h Handler) (*Conn, *tls.Conn, chan Clos
 			t.Error("connection did not end")
 		}
 	})
-	return c, client, ended
+	return ended
 }
 
 func waitEnd(t *testing.T, ended chan CloseInfo) CloseInfo {
