@@ -120,7 +120,7 @@ func TestIdle(t *testing.T) {
 		t.Errorf("connections %+v", res.Connections)
 	}
 	checkRelay(t, res, 60)
-	if rs := res.Relay; rs == nil || rs.IdleAt != 0.03 || rs.RSSIdleAt <= 0 {
+	if rs := res.Relay; rs == nil || rs.IdleAt != 0.03 || rs.RSSIdleAt <= 0 || rs.Settled != 0.07 || rs.SettledCPUSeconds < 0 {
 		t.Errorf("--idle-at: %+v", res.Relay)
 	}
 }

@@ -288,6 +288,8 @@ func (r *runner) runIdle() (*Result, error) {
 			rs.IdleAt = cfg.IdleAt.Seconds()
 			rs.RSSIdleAt = early.RSS
 			rs.RSSPerConnIdleAt = float64(early.RSS-rs.RSSBefore) / float64(conns)
+			rs.SettledCPUSeconds = (held.CPU - early.CPU).Seconds()
+			rs.Settled = (cfg.Hold - cfg.IdleAt).Seconds()
 		}
 	}
 	return r.finish(res), nil

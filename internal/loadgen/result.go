@@ -112,6 +112,11 @@ type RelayStats struct {
 	IdleAt           float64 `json:"idle_at_s,omitempty"`
 	RSSIdleAt        int64   `json:"rss_idle_at_bytes,omitempty"`
 	RSSPerConnIdleAt float64 `json:"rss_per_conn_idle_at_bytes,omitempty"`
+	// idle with --idle-at: CPU from that reading to the end of the hold,
+	// when the connect burst and what it left behind (its garbage, the
+	// kernel's work on its sockets) are over, and the seconds it spans.
+	SettledCPUSeconds float64 `json:"settled_cpu_s,omitempty"`
+	Settled           float64 `json:"settled_s,omitempty"`
 }
 
 // ProcStats is one of several relay processes: the memory of this one
@@ -205,6 +210,9 @@ func (r *Result) WriteText(w io.Writer) {
 		}
 		if rs.IdleAt > 0 {
 			p("\n               rss %.1f MiB %gs after the last connect, %.2f KiB per connection", mib(rs.RSSIdleAt), rs.IdleAt, rs.RSSPerConnIdleAt/1024)
+		}
+		if rs.Settled > 0 {
+			p("\n               cpu %.2fs from then to the end of the hold (%.2f%% of one core)", rs.SettledCPUSeconds, 100*rs.SettledCPUSeconds/rs.Settled)
 		}
 		p("\n")
 		for _, ps := range rs.Procs {

@@ -106,6 +106,7 @@ fi
 if want idle; then
 	row idle "KiB per idle connection, 3 s after the last connect" '.relay.rss_per_conn_idle_at_bytes / 1024'
 	row idle "KiB per idle connection after the hold" '.relay.rss_per_conn_bytes / 1024'
-	row idle "relay CPU while idle, % of a core" '100 * .relay.hold_cpu_s / .params.hold_s'
+	row idle "relay CPU over the whole hold, % of a core" '100 * .relay.hold_cpu_s / .params.hold_s'
+	row idle "relay CPU from 3 s after the last connect to the end of the hold, % of a core" '100 * .relay.settled_cpu_s / .relay.settled_s'
 	row idle "lost+dup+reordered, idle probe" "$lost"
 fi
