@@ -17,6 +17,7 @@ import (
 	"github.com/pyrycode/pyrycode-relay/internal/cluster"
 	"github.com/pyrycode/pyrycode-relay/internal/config"
 	"github.com/pyrycode/pyrycode-relay/internal/evloop"
+	"github.com/pyrycode/pyrycode-relay/internal/front"
 	"github.com/pyrycode/pyrycode-relay/internal/limits"
 	"github.com/pyrycode/pyrycode-relay/internal/metrics"
 	"github.com/pyrycode/pyrycode-relay/internal/peer"
@@ -261,12 +262,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		go func() {
 			defer wg.Done()
 			var err error
+			// The relay's own listeners serve upgrades off net/http's
+			// per-connection buffers (package front).
+			relayRole := s.role == "insecure" || s.role == "https"
 			switch {
 			case s.http.TLSConfig != nil && loops != nil:
 				// Upgraded TLS connections go on the event loops too.
-				err = s.http.Serve(peer.NewTLSListener(ln, s.http.TLSConfig))
+				err = s.http.Serve(front.New(peer.NewTLSListener(ln, s.http.TLSConfig), s.http, relay.IsUpgrade))
 			case s.http.TLSConfig != nil:
 				err = s.http.ServeTLS(ln, "", "")
+			case relayRole:
+				err = s.http.Serve(front.New(ln, s.http, relay.IsUpgrade))
 			default:
 				err = s.http.Serve(ln)
 			}

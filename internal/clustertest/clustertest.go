@@ -17,6 +17,7 @@ import (
 	natsserver "github.com/nats-io/nats-server/v2/server"
 
 	"github.com/pyrycode/pyrycode-relay/internal/cluster"
+	"github.com/pyrycode/pyrycode-relay/internal/front"
 	"github.com/pyrycode/pyrycode-relay/internal/relay"
 )
 
@@ -65,7 +66,9 @@ func StartNode(t testing.TB, natsURL, name string, rc relay.Config) *Node {
 	}
 	rc.NodeID = n.ID()
 	srv := relay.New(rc, log, relay.WithDirectory(n), relay.WithClusterHealth(n.Health))
-	hs := httptest.NewServer(srv)
+	hs := httptest.NewUnstartedServer(srv)
+	hs.Listener = front.New(hs.Listener, hs.Config, relay.IsUpgrade) // as the relay binary serves
+	hs.Start()
 	tn := &Node{Node: n, Srv: srv, HS: hs, URL: "ws" + strings.TrimPrefix(hs.URL, "http"),
 		Addr: strings.TrimPrefix(hs.URL, "http://"), t: t}
 	t.Cleanup(tn.Stop)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/pyrycode/pyrycode-relay/internal/evloop"
+	"github.com/pyrycode/pyrycode-relay/internal/front"
 	"go.uber.org/goleak"
 )
 
@@ -80,7 +81,10 @@ func startRelay(t *testing.T, cfg Config, opts ...Option) *testRelay {
 		log = slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	srv := New(cfg, log, withTestIO(opts)...)
-	hs := httptest.NewServer(srv)
+	// Served as the relay binary serves it: upgrades through front.
+	hs := httptest.NewUnstartedServer(srv)
+	hs.Listener = front.New(hs.Listener, hs.Config, IsUpgrade)
+	hs.Start()
 	tr := &testRelay{t: t, srv: srv, hs: hs, url: "ws" + strings.TrimPrefix(hs.URL, "http")}
 	t.Cleanup(func() {
 		hs.Close()

@@ -1,7 +1,10 @@
 package relay
 
 import (
+	"net/http"
 	"sync/atomic"
+
+	"github.com/pyrycode/pyrycode-relay/internal/peer"
 )
 
 // Stats counts what the relay did. Every field is safe for concurrent use.
@@ -58,6 +61,13 @@ func EndpointOf(path string) (Endpoint, bool) {
 		return EndpointClient, true
 	}
 	return 0, false
+}
+
+// IsUpgrade reports whether r is a WebSocket opening handshake for one of
+// the relay's endpoints: the requests front.Listener serves itself.
+func IsUpgrade(r *http.Request) bool {
+	_, ok := EndpointOf(r.URL.Path)
+	return ok && peer.CheckUpgrade(r)
 }
 
 // Outcome is how an upgrade request ended.
