@@ -228,6 +228,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}})
 	}
 	// Bind everything before serving anything, so a taken port fails fast.
+	burst := newGCBurst() // tighter collections during reconnect storms
 	lns := make([]net.Listener, len(servers))
 	for i, s := range servers {
 		ln, err := net.Listen("tcp", s.addr)
@@ -240,6 +241,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		if s.role != "metrics" {
 			ln = limiterFor(s.role).Listener(ln) // per-IP and global connection caps, PROXY headers
+		}
+		if s.role == "insecure" || s.role == "https" {
+			ln = burst.listener(ln)
 		}
 		lns[i] = ln
 	}
