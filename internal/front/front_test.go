@@ -51,6 +51,23 @@ func (e *echoServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 			_, _ = io.Copy(nc, nc)
 		}()
+	case "/raw":
+		// Hijacked with no deadline of its own set or cleared.
+		nc, brw, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		if n := brw.Reader.Buffered(); n > 0 {
+			nc.Close()
+			return
+		}
+		go func() {
+			defer nc.Close()
+			if _, err := io.WriteString(nc, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"); err != nil {
+				return
+			}
+			_, _ = io.Copy(nc, nc)
+		}()
 	case "/refuse":
 		w.Header().Set("Retry-After", "1")
 		w.WriteHeader(http.StatusTooManyRequests)
@@ -63,7 +80,7 @@ func (e *echoServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func want(r *http.Request) bool {
-	return (r.URL.Path == "/ws" || r.URL.Path == "/refuse" || r.URL.Path == "/panic") && peer.CheckUpgrade(r)
+	return (r.URL.Path == "/ws" || r.URL.Path == "/raw" || r.URL.Path == "/refuse" || r.URL.Path == "/panic") && peer.CheckUpgrade(r)
 }
 
 type fixture struct {
@@ -363,5 +380,31 @@ func TestPlainHead(t *testing.T) {
 		if got := plainHead([]byte(c.head)); got != c.want {
 			t.Errorf("plainHead(%q) = %v, want %v", c.head, got, c.want)
 		}
+	}
+}
+
+// The head's read deadline (and the refusal's write deadline) do not
+// outlive the hijack: an upgraded connection idle for longer than
+// ReadHeaderTimeout and WriteTimeout still carries frames both ways.
+func TestHijackClearsDeadlines(t *testing.T) {
+	f := start(t, false, func(s *http.Server) {
+		s.ReadHeaderTimeout = 100 * time.Millisecond
+		s.WriteTimeout = 100 * time.Millisecond
+	})
+	nc := f.dial(t)
+	if _, err := io.WriteString(nc, upgradeHead("/raw", "")); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(nc)
+	if resp := readResponse(t, br); resp.StatusCode != 101 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	time.Sleep(400 * time.Millisecond)
+	if _, err := io.WriteString(nc, "after a pause"); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len("after a pause"))
+	if _, err := io.ReadFull(br, got); err != nil || string(got) != "after a pause" {
+		t.Fatalf("echo %q, %v", got, err)
 	}
 }
