@@ -1,6 +1,7 @@
 package main
 
 import (
+	"log/slog"
 	"net"
 	"os"
 	"runtime/debug"
@@ -33,17 +34,19 @@ type gcBurst struct {
 	normal int       // the GOGC to go back to
 	set    func(int) int
 	now    func() time.Time
-	after  func(time.Duration, func()) // time.AfterFunc, without its Timer
+	log    func(msg string, args ...any) // Info: a storm's start and end
+	after  func(time.Duration, func())   // time.AfterFunc, without its Timer
 }
 
 // newGCBurst returns nil when the operator set GOGC.
-func newGCBurst() *gcBurst {
+func newGCBurst(log *slog.Logger) *gcBurst {
 	if _, ok := os.LookupEnv("GOGC"); ok {
 		return nil
 	}
 	return &gcBurst{
 		set:   debug.SetGCPercent,
 		now:   time.Now,
+		log:   log.Info,
 		after: func(d time.Duration, f func()) { time.AfterFunc(d, f) },
 	}
 }
@@ -62,6 +65,7 @@ func (g *gcBurst) note() {
 		g.on = true
 		g.normal = g.set(burstGOGC)
 		g.start, g.n = now, 0
+		g.log("reconnect_storm_started", "gogc", burstGOGC)
 		g.after(time.Second, g.check)
 	}
 }
@@ -78,6 +82,7 @@ func (g *gcBurst) check() {
 	if slow {
 		g.on = false
 		g.set(g.normal)
+		g.log("reconnect_storm_ended", "gogc", g.normal)
 		return
 	}
 	g.after(time.Second, g.check)

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+	"log/slog"
 	"testing"
 	"time"
 )
@@ -11,7 +13,9 @@ func TestGCBurst(t *testing.T) {
 	now := time.Unix(1000, 0)
 	gogc := 100
 	var pending func()
+	var logged []string
 	g := &gcBurst{
+		log:   func(msg string, _ ...any) { logged = append(logged, msg) },
 		set:   func(v int) int { old := gogc; gogc = v; return old },
 		now:   func() time.Time { return now },
 		after: func(_ time.Duration, f func()) { pending = f },
@@ -61,12 +65,15 @@ func TestGCBurst(t *testing.T) {
 	if gogc != 80 {
 		t.Fatalf("restored GOGC %d, want 80", gogc)
 	}
+	if want := "[reconnect_storm_started reconnect_storm_ended reconnect_storm_started reconnect_storm_ended]"; fmt.Sprint(logged) != want {
+		t.Errorf("logged %v, want %s", logged, want)
+	}
 }
 
 // An operator's GOGC is left alone.
 func TestGCBurstRespectsGOGC(t *testing.T) {
 	t.Setenv("GOGC", "100")
-	if newGCBurst() != nil {
+	if newGCBurst(slog.New(slog.DiscardHandler)) != nil {
 		t.Fatal("a GOGC set by the operator would be overridden")
 	}
 }

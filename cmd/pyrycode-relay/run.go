@@ -228,7 +228,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}})
 	}
 	// Bind everything before serving anything, so a taken port fails fast.
-	burst := newGCBurst() // tighter collections during reconnect storms
+	burst := newGCBurst(log) // tighter collections during reconnect storms
 	lns := make([]net.Listener, len(servers))
 	for i, s := range servers {
 		ln, err := net.Listen("tcp", s.addr)
