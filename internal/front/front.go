@@ -77,6 +77,7 @@ type Listener struct {
 	mu      sync.Mutex
 	closed  bool
 	pending map[net.Conn]struct{} // in their TLS handshake or head
+	peak    int                   // the most pending since the map was made
 }
 
 // New returns a Listener over ln for srv, which must then Serve it. want
@@ -172,6 +173,7 @@ func (l *Listener) track(nc net.Conn) bool {
 		return false
 	}
 	l.pending[nc] = struct{}{}
+	l.peak = max(l.peak, len(l.pending))
 	return true
 }
 
@@ -183,6 +185,11 @@ func (l *Listener) untrack(nc net.Conn) bool {
 		return false
 	}
 	delete(l.pending, nc)
+	if len(l.pending) == 0 && l.peak > 1024 {
+		// A map keeps the room of its largest size: after a storm of
+		// connects, start afresh rather than hold it.
+		l.pending, l.peak = make(map[net.Conn]struct{}), 0
+	}
 	return true
 }
 
