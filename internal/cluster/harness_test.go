@@ -57,6 +57,25 @@ type testNode struct {
 
 var testLog = slog.New(slog.NewTextHandler(io.Discard, nil))
 
+// liveNodes are the test nodes not yet cleaned up, for failure messages.
+var liveNodes = struct {
+	sync.Mutex
+	m map[*testNode]struct{}
+}{m: map[*testNode]struct{}{}}
+
+// nodeStats says, for a failure message, what each live node counted of
+// lost nodes, refusals and gaps.
+func nodeStats() string {
+	liveNodes.Lock()
+	defer liveNodes.Unlock()
+	var b strings.Builder
+	for tn := range liveNodes.m {
+		st := &tn.node.stats
+		fmt.Fprintf(&b, "[%s: nodes lost %d, refused %d, gaps %d] ", tn.node.ID(), st.NodesLost.Load(), st.Refused.Load(), st.Gaps.Load())
+	}
+	return b.String()
+}
+
 func testConfig() relay.Config {
 	return relay.Config{
 		Grace:        2 * time.Second,
@@ -86,8 +105,13 @@ func (h *countHandler) WithGroup(string) slog.Handler                { return h 
 
 func startNodeLog(t testing.TB, natsURL, name string, rc relay.Config, log *slog.Logger) *testNode {
 	t.Helper()
+	// DeadAfter is fifteen heartbeats: under the race detector, with the
+	// other packages' tests on the same two cores, a node can miss more
+	// than a second of heartbeats and then a one-second confirmation, and
+	// be taken for gone by a test that meant nothing of the sort. Tests of
+	// silent nodes set their own.
 	return startNodeCfg(t, Config{URLs: natsURL, Name: name, Grace: rc.Grace, Heartbeat: 200 * time.Millisecond,
-		DeadAfter: 1500 * time.Millisecond, RequestTimeout: time.Second, Log: log}, rc, log)
+		DeadAfter: 3 * time.Second, RequestTimeout: time.Second, Log: log}, rc, log)
 }
 
 func startNodeCfg(t testing.TB, cc Config, rc relay.Config, log *slog.Logger) *testNode {
@@ -104,6 +128,14 @@ func startNodeCfg(t testing.TB, cc Config, rc relay.Config, log *slog.Logger) *t
 	srv := relay.New(rc, log, opts...)
 	hs := httptest.NewServer(srv)
 	tn := &testNode{t: t, node: n, srv: srv, hs: hs, url: "ws" + strings.TrimPrefix(hs.URL, "http")}
+	liveNodes.Lock()
+	liveNodes.m[tn] = struct{}{}
+	liveNodes.Unlock()
+	t.Cleanup(func() {
+		liveNodes.Lock()
+		delete(liveNodes.m, tn)
+		liveNodes.Unlock()
+	})
 	t.Cleanup(tn.stop)
 	return tn
 }
@@ -280,7 +312,7 @@ func pair(t testing.TB, ph, bin *client, frame string) string {
 		// request to the owner timed out: 1013) is not a lost frame.
 		select {
 		case <-ph.done:
-			t.Fatalf("the binary got nothing within 10s: the phone was closed (%v)", ph.err)
+			t.Fatalf("the binary got nothing within 10s: the phone was closed (%v); nodes: %s", ph.err, nodeStats())
 		case <-bin.done:
 			t.Fatalf("the binary got nothing within 10s: its connection ended (%v)", bin.err)
 		default:
