@@ -3,7 +3,6 @@ package cluster
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -55,7 +54,38 @@ type testNode struct {
 	once sync.Once
 }
 
-var testLog = slog.New(slog.NewTextHandler(io.Discard, nil))
+// testLog keeps the last node_lost records (see nodeStats) and drops the
+// rest.
+var testLog = slog.New(&lostLog{})
+
+type lostLog struct{}
+
+var lostRecords struct {
+	sync.Mutex
+	last []string
+}
+
+func (*lostLog) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelInfo }
+func (*lostLog) WithAttrs([]slog.Attr) slog.Handler           { return &lostLog{} }
+func (*lostLog) WithGroup(string) slog.Handler                { return &lostLog{} }
+func (*lostLog) Handle(_ context.Context, r slog.Record) error {
+	if r.Message != "node_lost" {
+		return nil
+	}
+	var b strings.Builder
+	b.WriteString(r.Time.Format("15:04:05.000") + " node_lost")
+	r.Attrs(func(a slog.Attr) bool {
+		b.WriteString(" " + a.String())
+		return true
+	})
+	lostRecords.Lock()
+	lostRecords.last = append(lostRecords.last, b.String())
+	if len(lostRecords.last) > 8 {
+		lostRecords.last = lostRecords.last[1:]
+	}
+	lostRecords.Unlock()
+	return nil
+}
 
 // liveNodes are the test nodes not yet cleaned up, for failure messages.
 var liveNodes = struct {
@@ -73,6 +103,9 @@ func nodeStats() string {
 		st := &tn.node.stats
 		fmt.Fprintf(&b, "[%s: nodes lost %d, refused %d, gaps %d] ", tn.node.ID(), st.NodesLost.Load(), st.Refused.Load(), st.Gaps.Load())
 	}
+	lostRecords.Lock()
+	fmt.Fprintf(&b, "; the last node_lost records (any test): %q", lostRecords.last)
+	lostRecords.Unlock()
 	return b.String()
 }
 
