@@ -443,9 +443,12 @@ func (n *Node) onRecord(m *nats.Msg, rec []byte, final bool) {
 			old, known := n.peers[node]
 			n.peers[node] = peerState{seen: time.Now(), instance: inst}
 			n.mu.Unlock()
-			if known && old.instance != inst {
+			if known && old.instance != "" && old.instance != inst {
 				// The same node id, a new process: the old one is gone,
-				// with every phone it had.
+				// with every phone it had. An entry without an instance
+				// was made by a phone's registration before anything was
+				// heard from the node: this is its first word, not a
+				// restart.
 				n.nodeGone(node, "restarted")
 				n.mu.Lock()
 				n.peers[node] = peerState{seen: time.Now(), instance: inst}

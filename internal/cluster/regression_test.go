@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats.go"
 
 	"github.com/pyrycode/pyrycode-relay/internal/wire"
 )
@@ -154,5 +155,42 @@ func TestRegressionTwoOwners(t *testing.T) {
 	}
 	for _, node := range []*testNode{a, b, c} {
 		pair(t, phone(t, node, "dup"), winner, `{"to":"winner"}`)
+	}
+}
+
+// A phone registered with an owner this node has not heard from yet (a
+// node just started, its first phone arriving before the owner's first
+// heartbeat) makes the owner's entry without an instance. The owner's
+// first heartbeat after that is its first word, not a restart: it must
+// not orphan the phone (which then got 4404 on its next frame; found as
+// a rare failure of TestBatchGap under load).
+func TestRegressionFirstHeartbeatAfterRegistrationIsNoRestart(t *testing.T) {
+	ns := startNATS(t)
+	a := startNode(t, ns.ClientURL(), "r5", testConfig())
+	b := startNode(t, ns.ClientURL(), "r5", testConfig())
+	bin := dialBinary(t, a, "first-word")
+	eventually(t, "binary registered", func() bool { l, _ := a.node.Counts(); return l == 1 })
+	ph := phone(t, b, "first-word")
+	cid := pair(t, ph, bin, `{"x":1}`)
+
+	// b's entry for a as a registration makes it when b has heard nothing
+	// from a, then a's next heartbeat.
+	b.node.mu.Lock()
+	b.node.peers[a.node.ID()] = peerState{seen: time.Now()}
+	b.node.mu.Unlock()
+	lost0 := b.node.stats.NodesLost.Load()
+	b.node.onRecord(&nats.Msg{}, enc{kHeartbeat}.str(a.node.ID()).str(a.node.instance), true)
+	if got := b.node.stats.NodesLost.Load() - lost0; got != 0 {
+		t.Fatalf("the owner's first heartbeat counted as %d lost node(s)", got)
+	}
+	ph.send(t, `{"x":2}`)
+	if got, want := bin.next(t), env(cid, `{"x":2}`); got != want {
+		t.Fatalf("binary got %q, want %q (phone: %v)", got, want, ph.err)
+	}
+
+	// A different instance after a known one is still a restart.
+	b.node.onRecord(&nats.Msg{}, enc{kHeartbeat}.str(a.node.ID()).str("another-process"), true)
+	if got := b.node.stats.NodesLost.Load() - lost0; got != 1 {
+		t.Fatalf("a new instance counted as %d lost node(s), want 1", got)
 	}
 }
