@@ -138,13 +138,8 @@ func (h *countHandler) WithGroup(string) slog.Handler                { return h 
 
 func startNodeLog(t testing.TB, natsURL, name string, rc relay.Config, log *slog.Logger) *testNode {
 	t.Helper()
-	// DeadAfter is fifteen heartbeats: under the race detector, with the
-	// other packages' tests on the same two cores, a node can miss more
-	// than a second of heartbeats and then a one-second confirmation, and
-	// be taken for gone by a test that meant nothing of the sort. Tests of
-	// silent nodes set their own.
 	return startNodeCfg(t, Config{URLs: natsURL, Name: name, Grace: rc.Grace, Heartbeat: 200 * time.Millisecond,
-		DeadAfter: 3 * time.Second, RequestTimeout: time.Second, Log: log}, rc, log)
+		DeadAfter: 1500 * time.Millisecond, RequestTimeout: time.Second, Log: log}, rc, log)
 }
 
 func startNodeCfg(t testing.TB, cc Config, rc relay.Config, log *slog.Logger) *testNode {
