@@ -2,7 +2,9 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -294,14 +296,26 @@ func (n *Node) AddPhone(id, connID string, p relay.Phone, max int) (relay.Binary
 	ctx, cancel := n.ctx()
 	e, err := n.kv.Get(ctx, key(id))
 	cancel()
+	var owner string
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
-		return nil, registry.ErrNoServer
+		// Any replica may answer a read; a lagging one may miss a claim
+		// that has already succeeded. 4404 only when the leader agrees.
+		var found bool
+		owner, found, err = n.leaderGet(id)
+		switch {
+		case err != nil:
+			n.stats.Refused.Add(1)
+			return nil, registry.ErrUnavailable
+		case !found:
+			return nil, registry.ErrNoServer
+		}
 	case err != nil:
 		n.stats.Refused.Add(1)
 		return nil, registry.ErrUnavailable
+	default:
+		owner = string(e.Value())
 	}
-	owner := string(e.Value())
 	if owner == n.self {
 		return n.reg.AddPhone(id, connID, p, max)
 	}
@@ -340,6 +354,54 @@ func (n *Node) AddPhone(id, connID string, p relay.Phone, max int) (relay.Binary
 	}
 	n.mu.Unlock()
 	return pe, nil
+}
+
+// leaderGet reads id's entry in the ownership bucket from its stream's
+// leader, through the JetStream API's message get (the bucket allows
+// direct gets, which any replica may answer). found is false when there
+// is no entry or it is a deletion.
+func (n *Node) leaderGet(id string) (owner string, found bool, err error) {
+	bucket := n.kv.Bucket()
+	req, err := json.Marshal(struct {
+		LastBySubj string `json:"last_by_subj"`
+	}{"$KV." + bucket + "." + key(id)})
+	if err != nil {
+		return "", false, err
+	}
+	msg, err := n.nc.Request("$JS.API.STREAM.MSG.GET.KV_"+bucket, req, n.cfg.RequestTimeout)
+	if err != nil {
+		return "", false, err
+	}
+	var resp struct {
+		Error *struct {
+			Code        int    `json:"code"`
+			Description string `json:"description"`
+		} `json:"error"`
+		Message *struct {
+			Data []byte `json:"data"`
+			Hdrs []byte `json:"hdrs"`
+		} `json:"message"`
+	}
+	switch err := json.Unmarshal(msg.Data, &resp); {
+	case err != nil:
+		return "", false, err
+	case resp.Error != nil && resp.Error.Code == 404:
+		return "", false, nil
+	case resp.Error != nil:
+		return "", false, fmt.Errorf("cluster: reading the bucket: %d %s", resp.Error.Code, resp.Error.Description)
+	case resp.Message == nil:
+		return "", false, errors.New("cluster: reading the bucket: an empty answer")
+	}
+	if len(resp.Message.Hdrs) > 0 {
+		h, err := nats.DecodeHeadersMsg(resp.Message.Hdrs)
+		if err != nil {
+			return "", false, err
+		}
+		if op := h.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
+			return "", false, nil
+		}
+	}
+	return string(resp.Message.Data), true, nil
 }
 
 // unlink forgets a phone entry.

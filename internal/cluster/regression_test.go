@@ -194,3 +194,36 @@ func TestRegressionFirstHeartbeatAfterRegistrationIsNoRestart(t *testing.T) {
 		t.Fatalf("a new instance counted as %d lost node(s), want 1", got)
 	}
 }
+
+// leaderGet, the read a phone's 4404 waits for when a replica did not
+// have its id: an entry, none, a deleted and a purged one.
+func TestLeaderGet(t *testing.T) {
+	ns := startNATS(t)
+	a := startNode(t, ns.ClientURL(), "r6", testConfig())
+	dialBinary(t, a, "held")
+	eventually(t, "claim written", func() bool { return a.node.ownedRev("held") != 0 })
+	if owner, found, err := a.node.leaderGet("held"); err != nil || !found || owner != a.node.ID() {
+		t.Fatalf("held: %q %v %v", owner, found, err)
+	}
+	if owner, found, err := a.node.leaderGet("never"); err != nil || found {
+		t.Fatalf("never claimed: %q %v %v", owner, found, err)
+	}
+	for _, op := range []string{"delete", "purge"} {
+		id := "gone-" + op
+		if _, err := a.node.kv.Put(t.Context(), key(id), []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		var err error
+		if op == "delete" {
+			err = a.node.kv.Delete(t.Context(), key(id))
+		} else {
+			err = a.node.kv.Purge(t.Context(), key(id))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if owner, found, err := a.node.leaderGet(id); err != nil || found {
+			t.Fatalf("%s: %q %v %v", op, owner, found, err)
+		}
+	}
+}
