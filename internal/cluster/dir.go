@@ -319,6 +319,23 @@ func (n *Node) AddPhone(id, connID string, p relay.Phone, max int) (relay.Binary
 	if owner == n.self {
 		return n.reg.AddPhone(id, connID, p, max)
 	}
+	b, err := n.registerWith(owner, id, connID, p, max)
+	if errors.Is(err, registry.ErrNoServer) {
+		// The owner may have been read from a lagging replica: if the
+		// leader names another node, that one is asked once.
+		if o, found, lerr := n.leaderGet(id); lerr == nil && found && o != owner {
+			if o == n.self {
+				return n.reg.AddPhone(id, connID, p, max)
+			}
+			return n.registerWith(o, id, connID, p, max)
+		}
+	}
+	return b, err
+}
+
+// registerWith registers a phone of this node with owner, the node the
+// bucket names for id.
+func (n *Node) registerWith(owner, id, connID string, p relay.Phone, max int) (relay.Binary, error) {
 	pe := &phoneEntry{n: n, id: id, connID: connID, p: p, ob: n.outboxFor(owner)}
 	n.mu.Lock()
 	n.local[connID] = pe
