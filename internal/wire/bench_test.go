@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"math/rand/v2"
+	"strings"
 	"testing"
 )
 
@@ -107,5 +108,18 @@ func BenchmarkAppendCloseNotice(b *testing.B) {
 	b.SetBytes(int64(len(AppendCloseNotice(nil, benchConnID, 4401))))
 	for b.Loop() {
 		dst = AppendCloseNotice(dst[:0], benchConnID, 4401)
+	}
+}
+
+// BenchmarkValidJSONText is a frame of non-ASCII text with escapes: the
+// string scanner stops at every rune and resumes its searches after it.
+func BenchmarkValidJSONText(b *testing.B) {
+	frame := []byte(`{"v":2,"type":"note","text":"` + strings.Repeat(`Grüße, \"καλημέρα\" – 早上好\n`, 30) + `"}`)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(frame)))
+	for b.Loop() {
+		if !ValidJSON(frame) {
+			b.Fatal("frame rejected")
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"bytes"
 	"encoding/binary"
 	"math/bits"
 	"unicode/utf8"
@@ -24,15 +25,6 @@ const (
 
 // isSpace marks the four bytes JSON treats as whitespace.
 var isSpace = [256]bool{' ': true, '\t': true, '\n': true, '\r': true}
-
-// plainStringByte marks the bytes that can stand for themselves inside a
-// JSON string without further checks: printable ASCII other than '"' and '\'.
-var plainStringByte = func() (t [256]bool) {
-	for c := 0x20; c < 0x80; c++ {
-		t[c] = c != '"' && c != '\\'
-	}
-	return t
-}()
 
 // ValidJSON reports whether b holds exactly one JSON value (RFC 8259),
 // optionally surrounded by JSON whitespace, with all of b valid UTF-8 and no
@@ -214,70 +206,87 @@ const (
 	lanes80 = 0x8080808080808080
 )
 
-// stringStops returns a word whose lowest set bit lies in the lowest byte of
-// x that needs attention inside a string: a control byte (< 0x20), '"', '\'
-// or a non-ASCII byte. Higher bits may be spurious (borrows propagate
-// upwards), but the lowest one is exact, and the result is zero exactly when
-// all eight bytes are plain.
-func stringStops(x uint64) uint64 {
-	q := x ^ (lanes01 * '"')
-	s := x ^ (lanes01 * '\\')
-	ctl := (x - lanes01*0x20) &^ x
-	quote := (q - lanes01) &^ q
-	slash := (s - lanes01) &^ s
-	return (ctl | quote | slash | x) & lanes80
-}
-
 // scanString checks a string body starting at b[i], just after the opening
 // quote. It returns the offset after the closing quote (or scanBad) and
 // whether the body contains any backslash escape.
+//
+// The next '"' and the next '\' are found with bytes.IndexByte, which the
+// runtime vectorises, and the bytes before the nearer of the two need only
+// the lighter check for control and non-ASCII bytes (plainRun). A string of
+// base64, which is what nearly every forwarded frame carries, is therefore
+// two vector searches and one word-at-a-time pass. Each search starts where
+// the last hit was passed, so however many escapes or non-ASCII runes a
+// string holds, no byte is searched more than once per kind.
 func scanString(b []byte, i int) (int, bool) {
 	escaped := false
+	quote, slash := -1, -1 // absolute offsets of the next '"' and '\' (slash == quote: none before it)
 	for {
-		// Plain runs (base64, text) go 32 bytes per step: four words
-		// checked at once, one branch.
-		for len(b)-i >= 32 {
-			w := b[i : i+32 : i+32]
-			if stringStops(binary.LittleEndian.Uint64(w[0:]))|
-				stringStops(binary.LittleEndian.Uint64(w[8:]))|
-				stringStops(binary.LittleEndian.Uint64(w[16:]))|
-				stringStops(binary.LittleEndian.Uint64(w[24:])) != 0 {
-				break
+		if quote < i {
+			q := bytes.IndexByte(b[i:], '"')
+			if q < 0 {
+				return scanBad, escaped // never closed
 			}
-			i += 32
+			quote, slash = i+q, -1
 		}
-		for len(b)-i >= 8 {
-			if m := stringStops(binary.LittleEndian.Uint64(b[i:])); m != 0 {
-				i += bits.TrailingZeros64(m) >> 3
-				break
+		if slash < i {
+			if s := bytes.IndexByte(b[i:quote], '\\'); s >= 0 {
+				slash = i + s
+			} else {
+				slash = quote
 			}
-			i += 8
 		}
-		if i >= len(b) {
-			return scanBad, escaped
-		}
-		c := b[i]
-		switch {
-		case plainStringByte[c]:
-			i++
-		case c == '"':
-			return i + 1, escaped
-		case c == '\\':
+		i += plainRun(b[i:slash])
+		if i == slash {
+			if slash == quote {
+				return quote + 1, escaped
+			}
 			escaped = true
 			if i = scanEscape(b, i+1); i < 0 {
 				return scanBad, escaped
 			}
-		case c < 0x20:
-			return scanBad, escaped
-		default:
-			r, size := utf8.DecodeRune(b[i:])
-			if r == utf8.RuneError && size == 1 {
-				return scanBad, escaped
-			}
-			i += size
+			continue
 		}
+		// b[i] is a control byte or starts a multi-byte rune.
+		if b[i] < 0x20 {
+			return scanBad, escaped
+		}
+		r, size := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && size == 1 {
+			return scanBad, escaped
+		}
+		i += size
 	}
 }
+
+// plainRun returns how many bytes at the start of s are printable ASCII
+// (0x20 to 0x7f; s holds no '"' or '\\', which its caller cut off).
+func plainRun(s []byte) int {
+	i := 0
+	for ; len(s)-i >= 32; i += 32 {
+		w := s[i : i+32 : i+32]
+		a := binary.LittleEndian.Uint64(w[0:])
+		b := binary.LittleEndian.Uint64(w[8:])
+		c := binary.LittleEndian.Uint64(w[16:])
+		d := binary.LittleEndian.Uint64(w[24:])
+		if (notPlain(a) | notPlain(b) | notPlain(c) | notPlain(d)) != 0 {
+			break
+		}
+	}
+	for ; len(s)-i >= 8; i += 8 {
+		if m := notPlain(binary.LittleEndian.Uint64(s[i:])); m != 0 {
+			return i + bits.TrailingZeros64(m)>>3
+		}
+	}
+	for ; i < len(s) && s[i] >= 0x20 && s[i] < 0x80; i++ {
+	}
+	return i
+}
+
+// notPlain returns a word whose lowest set bit lies in the lowest byte of x
+// that is a control byte (< 0x20) or not ASCII, and zero when there is none.
+// The lowest set bit is exact: bytes below it are 0x20 to 0x7f, which
+// subtracting 0x20 leaves positive and without a borrow into the next byte.
+func notPlain(x uint64) uint64 { return ((x - lanes01*0x20) | x) & lanes80 }
 
 // scanEscape checks the escape whose letter is at b[i] (just after the
 // backslash) and returns the offset after it, or scanBad.

@@ -2,6 +2,7 @@ package wire
 
 import (
 	"encoding/json"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -236,9 +237,9 @@ func TestValidJSONStringStops(t *testing.T) {
 	}
 }
 
-func TestStringStops(t *testing.T) {
+func TestNotPlain(t *testing.T) {
 	for c := 0; c < 256; c++ {
-		special := c < 0x20 || c == '"' || c == '\\' || c >= 0x80
+		special := c < 0x20 || c >= 0x80
 		for pos := 0; pos < 8; pos++ {
 			var w [8]byte
 			for k := range w {
@@ -249,7 +250,7 @@ func TestStringStops(t *testing.T) {
 			for k := 7; k >= 0; k-- {
 				x = x<<8 | uint64(w[k])
 			}
-			m := stringStops(x)
+			m := notPlain(x)
 			if !special {
 				if m != 0 {
 					t.Fatalf("byte %#x at %d: mask %#x, want 0", c, pos, m)
@@ -297,6 +298,24 @@ func TestValidJSONStopAtEveryOffset(t *testing.T) {
 			if got, want := ValidJSON(doc), oracleValid(doc); got != want {
 				t.Fatalf("stop %q at %d: ValidJSON %v, oracle %v", stop, pos, got, want)
 			}
+		}
+	}
+}
+
+// A string with many stops (escaped quotes and backslashes, runes of every
+// length, control bytes) is searched piecewise: each must be handled where
+// it is, with the searches resumed after it.
+func TestValidJSONManyStops(t *testing.T) {
+	pieces := []string{`\"`, `\\`, `\n`, `\u00e9`, "é", "€", "😀", "\x01", "\xff", `"`, "A", "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB"}
+	r := rand.New(rand.NewPCG(3, 4))
+	for range 3000 {
+		var body strings.Builder
+		for range 1 + r.IntN(40) {
+			body.WriteString(pieces[r.IntN(len(pieces))])
+		}
+		doc := []byte(`{"data":"` + body.String() + `","n":1}`)
+		if got, want := ValidJSON(doc), oracleValid(doc); got != want {
+			t.Fatalf("%q: ValidJSON %v, oracle %v", doc, got, want)
 		}
 	}
 }
