@@ -544,8 +544,35 @@ func (ls *loopConn) onHeartbeat() {
 	if ls.ended {
 		return
 	}
+	ls.dropQueues()
 	if wait, ok := ls.c.heartbeatTick(); ok {
 		ls.l.Arm(&ls.hbT, evloop.Now()+int64(wait))
+	}
+}
+
+// A drained queue whose capacity (in frames) is from keepQueueMin to
+// keepQueueMax keeps its storage until the next heartbeat (for good when
+// heartbeats are off): two slices of at most 6 KiB each per connection,
+// and only once it has queued several frames at a time.
+const (
+	keepQueueMin = 4
+	keepQueueMax = 128
+)
+
+func keptQueue(n int) bool { return n >= keepQueueMin && n <= keepQueueMax }
+
+// dropQueues gives back the storage of a drained queue and write batch
+// that refill kept, so that a connection idle for a heartbeat interval
+// holds none. Loop only.
+func (ls *loopConn) dropQueues() {
+	c := ls.c
+	c.mu.Lock()
+	if len(c.q) == 0 && !c.writing {
+		c.q = nil
+	}
+	c.mu.Unlock()
+	if len(ls.wq) == 0 {
+		ls.wq = nil
 	}
 }
 
@@ -628,13 +655,18 @@ func (ls *loopConn) refill() bool {
 	ctl, items := c.ctl, c.q
 	if (len(items) == 0 && len(ctl) == 0) || c.wfailed {
 		c.writing, ls.lflush = false, false
-		if len(c.q) == 0 {
-			// Nothing left to write: an idle connection keeps no
-			// queue storage (the next frame allocates it again).
+		if len(c.q) == 0 && !keptQueue(cap(c.q)) {
+			// Nothing left to write: a connection that queues a frame
+			// now and then keeps no queue storage (the next frame
+			// allocates it again). A busier one keeps its two slices,
+			// which would otherwise grow afresh after every pass,
+			// until its next heartbeat (dropQueues).
 			c.q = nil
 		}
 		c.mu.Unlock()
-		ls.wq = nil
+		if !keptQueue(cap(ls.wq)) {
+			ls.wq = nil
+		}
 		ls.setEvents()
 		return false
 	}

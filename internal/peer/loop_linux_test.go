@@ -271,3 +271,72 @@ func TestLoopEndedConnectionsAreUnregistered(t *testing.T) {
 		t.Fatalf("%d sockets still registered with the loop after every connection ended", n)
 	}
 }
+
+// queueCaps reads c's queue and write batch capacities on its loop.
+func queueCaps(t *testing.T, c *Conn) (q, wq int) {
+	t.Helper()
+	done := make(chan struct{})
+	if !c.Defer(taskFunc(func() {
+		c.mu.Lock()
+		q = cap(c.q)
+		c.mu.Unlock()
+		wq = cap(c.ls.wq)
+		close(done)
+	})) {
+		t.Fatal("not on a loop")
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the loop did not run the task")
+	}
+	return q, wq
+}
+
+// A connection that queued several frames at once keeps its queue storage
+// once drained (it would otherwise grow it afresh on every pass), and
+// gives it back at its next heartbeat.
+func TestLoopBusyQueueKeptUntilHeartbeat(t *testing.T) {
+	g, err := evloop.NewGroup(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	opt := testOptions()
+	opt.Loops = g
+	opt.HeartbeatInterval = 300 * time.Millisecond
+	opt.HeartbeatTimeout = time.Minute
+	dst, dstClient, _ := loopPairKey(t, opt, &collect{}, "id-1")
+	_, srcClient, _ := loopPairKey(t, opt, &forwardTo{dst: dst}, "id-1")
+	key := [4]byte{1, 3, 5, 7}
+	var burst []byte
+	for i := range 20 {
+		burst = append(burst, clientFrame(true, OpText, []byte{byte('a' + i)}, key)...)
+	}
+	writeAll(t, srcClient, burst)
+	r := bufio.NewReader(dstClient)
+	dstClient.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for got := 0; got < 20; {
+		f, err := readServerFrame(r)
+		if err != nil {
+			t.Fatalf("after %d frames: %v", got, err)
+		}
+		if f.op == OpText {
+			got++
+		}
+	}
+	if q, wq := queueCaps(t, dst); q+wq < keepQueueMin {
+		t.Fatalf("drained after a burst: queue capacities %d and %d, want the storage kept", q, wq)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		q, wq := queueCaps(t, dst)
+		if q == 0 && wq == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("queue capacities %d and %d after heartbeats, want none", q, wq)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
