@@ -1,7 +1,9 @@
 package cluster
 
 import (
+	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 )
 
@@ -49,4 +51,28 @@ func benchRoundTrip(b *testing.B, cross bool) {
 			b.Fatalf("phone got %q", got)
 		}
 	}
+}
+
+// BenchmarkIndexLookupParallel is the per-frame conn_id lookup of a
+// cross-node frame, from several cores at once (-cpu 1,2,4,8): each
+// lookup takes only its shard's read lock.
+func BenchmarkIndexLookupParallel(b *testing.B) {
+	x := newIndex[*remotePhone]()
+	keys := make([][]byte, 4096)
+	for i := range keys {
+		k := fmt.Sprintf("node-a.%016x", i*7919)
+		keys[i] = []byte(k)
+		x.put(k, &remotePhone{connID: k})
+	}
+	var start atomic.Int64
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		i := int(start.Add(1021)) // each goroutine walks the keys from elsewhere
+		for pb.Next() {
+			if x.getBytes(keys[i&(len(keys)-1)]) == nil {
+				b.Fatal("missing")
+			}
+			i++
+		}
+	})
 }

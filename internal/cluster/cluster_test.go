@@ -385,7 +385,7 @@ func TestDirectivesForGonePhonesStayHome(t *testing.T) {
 	eventually(t, "phones registered", func() bool {
 		a.node.mu.Lock()
 		defer a.node.mu.Unlock()
-		return len(a.node.remote) == 1000
+		return a.node.remote.size() == 1000
 	})
 	sentBefore := a.node.Stats().MsgsOut[1].Load()
 	droppedBefore := a.srv.Stats().DroppedUnknownConn.Load()

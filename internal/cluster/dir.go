@@ -338,7 +338,7 @@ func (n *Node) AddPhone(id, connID string, p relay.Phone, max int) (relay.Binary
 func (n *Node) registerWith(owner, id, connID string, p relay.Phone, max int) (relay.Binary, error) {
 	pe := &phoneEntry{n: n, id: id, connID: connID, p: p, ob: n.outboxFor(owner)}
 	n.mu.Lock()
-	n.local[connID] = pe
+	n.local.put(connID, pe)
 	if head := n.byID[id]; head != nil {
 		pe.nextByID, head.prevByID = head, pe
 	}
@@ -424,9 +424,7 @@ func (n *Node) leaderGet(id string) (owner string, found bool, err error) {
 // unlink forgets a phone entry.
 func (n *Node) unlink(pe *phoneEntry) {
 	n.mu.Lock()
-	if n.local[pe.connID] == pe {
-		delete(n.local, pe.connID)
-	}
+	n.local.drop(pe.connID, pe)
 	if pe.prevByID != nil || n.byID[pe.id] == pe {
 		switch {
 		case pe.prevByID != nil:
@@ -446,10 +444,7 @@ func (n *Node) unlink(pe *phoneEntry) {
 
 // RemovePhone unregisters a phone whose connection ended.
 func (n *Node) RemovePhone(id, connID string, p relay.Phone) (relay.Binary, bool) {
-	n.mu.Lock()
-	pe := n.local[connID]
-	n.mu.Unlock()
-	if pe != nil && pe.p == p {
+	if pe := n.local.get(connID); pe != nil && pe.p == p {
 		n.unlink(pe)
 		if pe.paired() {
 			return pe, true

@@ -273,9 +273,7 @@ func (rp *remotePhone) close(cl peer.Close, notice bool) {
 	rp.kill()
 	n := rp.n
 	n.mu.Lock()
-	if n.remote[rp.connID] == rp {
-		delete(n.remote, rp.connID)
-	}
+	n.remote.drop(rp.connID, rp)
 	n.mu.Unlock()
 	var msg []byte
 	if notice {
@@ -387,7 +385,7 @@ func (n *Node) onRecord(m *nats.Msg, rec []byte, final bool) {
 	d := &dec{b: rec[1:]}
 	switch rec[0] {
 	case kPhoneFrame:
-		seq, c := d.u64(), d.str()
+		seq, c := d.u64(), d.bytes()
 		if d.err == nil {
 			n.onPhoneFrame(seq, c, d.rest(), final && lastPending(m))
 		}
@@ -397,7 +395,7 @@ func (n *Node) onRecord(m *nats.Msg, rec []byte, final bool) {
 			n.onPhoneGone(seq, c, d.rest())
 		}
 	case kBinFrame:
-		seq, c := d.u64(), d.str()
+		seq, c := d.u64(), d.bytes()
 		if d.err == nil {
 			n.onBinFrame(seq, c, d.rest(), final && lastPending(m))
 		}
@@ -479,17 +477,7 @@ func lastPending(m *nats.Msg) bool {
 	return err != nil || n == 0
 }
 
-func (n *Node) entry(connID string) *phoneEntry {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.local[connID]
-}
-
-func (n *Node) remotePhone(connID string) *remotePhone {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.remote[connID]
-}
+func (n *Node) entry(connID string) *phoneEntry { return n.local.get(connID) }
 
 // copyFrame copies b out of a NATS message into a pooled buffer with room
 // for the WebSocket header in front.
@@ -500,27 +488,28 @@ func copyFrame(b []byte) (*bufpool.Buf, []byte) {
 }
 
 // onPhoneFrame delivers a remote phone's envelope to the binary here.
-func (n *Node) onPhoneFrame(seq uint64, connID string, env []byte, last bool) {
+// connID is a slice of the received message.
+func (n *Node) onPhoneFrame(seq uint64, connID []byte, env []byte, last bool) {
 	n.stats.MsgsIn[0].Add(1)
 	n.stats.BytesIn[0].Add(int64(len(env)))
-	rp := n.remotePhone(connID)
+	rp := n.remote.getBytes(connID)
 	if rp == nil {
 		// A phone this node forgot (NATS was lost meanwhile) or never
 		// knew: its node must close it rather than send into the void.
 		n.stats.Dropped.Add(1)
-		n.evictUnknown(connID, peer.Close(wire.CloseNodeLost))
+		n.evictUnknown(string(connID), peer.Close(wire.CloseNodeLost))
 		return
 	}
 	ok, gap := rp.inOrder(seq)
 	if gap {
 		n.stats.Gaps.Add(1)
-		n.log.Warn("cluster_gap", "server_id", rp.id, "conn_id", connID)
+		n.log.Warn("cluster_gap", "server_id", rp.id, "conn_id", rp.connID)
 		rp.close(peer.Close(wire.CloseNodeLost), true)
 		return
 	}
 	if !ok { // closed here before (its node may not have heard): again
 		n.stats.Dropped.Add(1)
-		n.evictUnknown(connID, peer.Close(wire.CloseNodeLost))
+		n.evictUnknown(rp.connID, peer.Close(wire.CloseNodeLost))
 		return
 	}
 	holder := rp.pairedWith()
@@ -528,7 +517,7 @@ func (n *Node) onPhoneFrame(seq uint64, connID string, env []byte, last bool) {
 		rp.close(peer.Close(wire.CloseNoServer), false) // a frame during the grace period
 		return
 	}
-	if _, ok := n.reg.Route(rp.id, holder, []byte(connID)); !ok {
+	if _, ok := n.reg.Route(rp.id, holder, connID); !ok {
 		// Its binary has gone (grace): as on one node, 4404. Had the id
 		// changed hands, the phone would have been evicted (and dead).
 		rp.close(peer.Close(wire.CloseNoServer), false)
@@ -554,8 +543,7 @@ func (n *Node) onPhoneFrame(seq uint64, connID string, env []byte, last bool) {
 // binary did not get everything the phone sent.
 func (n *Node) onPhoneGone(seq uint64, connID string, notice []byte) {
 	n.mu.Lock()
-	rp := n.remote[connID]
-	delete(n.remote, connID)
+	rp := n.remote.take(connID)
 	n.mu.Unlock()
 	if rp == nil {
 		return
@@ -588,11 +576,12 @@ func (n *Node) phoneLeft(rp *remotePhone, notice []byte) {
 	}()
 }
 
-// onBinFrame delivers a binary's frame to the phone here.
-func (n *Node) onBinFrame(seq uint64, connID string, frame []byte, last bool) {
+// onBinFrame delivers a binary's frame to the phone here. connID is a
+// slice of the received message.
+func (n *Node) onBinFrame(seq uint64, connID []byte, frame []byte, last bool) {
 	n.stats.MsgsIn[1].Add(1)
 	n.stats.BytesIn[1].Add(int64(len(frame)))
-	pe := n.entry(connID)
+	pe := n.local.getBytes(connID)
 	if pe == nil || !pe.inOrder(seq) {
 		n.stats.Dropped.Add(1)
 		return
@@ -628,12 +617,12 @@ func (n *Node) onRegister(node, id, connID string, max int) []byte {
 	rp.binary, _ = n.reg.State(id)
 	rp.mu.Unlock()
 	n.mu.Lock()
-	n.remote[connID] = rp
+	n.remote.put(connID, rp)
 	n.mu.Unlock()
 	b, err := n.reg.AddPhone(id, connID, rp, max)
 	if err != nil {
 		n.mu.Lock()
-		delete(n.remote, connID)
+		n.remote.drop(connID, rp)
 		n.mu.Unlock()
 		if err == errTooMany {
 			return []byte{rTooMany}

@@ -130,13 +130,13 @@ type Node struct {
 	leaving   atomic.Bool
 
 	mu     sync.Mutex
-	owned  map[string]uint64       // ids owned here -> revision we wrote
-	peers  map[string]peerState    // node -> when last heard, which process
-	lost   map[string]*time.Timer  // gone nodes -> orphan grace timer
-	sweeps map[string]*time.Timer  // gone nodes -> removal of their stale bucket entries
-	local  map[string]*phoneEntry  // phones here whose owner is elsewhere, by conn_id
-	byID   map[string]*phoneEntry  // the first of those phones under each id (a list)
-	remote map[string]*remotePhone // phones elsewhere registered under ids owned here
+	owned  map[string]uint64      // ids owned here -> revision we wrote
+	peers  map[string]peerState   // node -> when last heard, which process
+	lost   map[string]*time.Timer // gone nodes -> orphan grace timer
+	sweeps map[string]*time.Timer // gone nodes -> removal of their stale bucket entries
+	local  *index[*phoneEntry]    // phones here whose owner is elsewhere, by conn_id (changed under mu)
+	byID   map[string]*phoneEntry // the first of those phones under each id (a list)
+	remote *index[*remotePhone]   // phones elsewhere registered under ids owned here (changed under mu)
 	// unreached are conn_ids of phones elsewhere forgotten while NATS was
 	// lost; their nodes are told to close them once it is back.
 	unreached []string
@@ -182,9 +182,9 @@ func Start(cfg Config) (*Node, error) {
 		started:  time.Now(),
 		lost:     make(map[string]*time.Timer),
 		sweeps:   make(map[string]*time.Timer),
-		local:    make(map[string]*phoneEntry),
+		local:    newIndex[*phoneEntry](),
 		byID:     make(map[string]*phoneEntry),
-		remote:   make(map[string]*remotePhone),
+		remote:   newIndex[*remotePhone](),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 		outs:     make(map[string]*outbox),
@@ -501,10 +501,7 @@ func (n *Node) onDisconnect(err error) {
 	// Cross-node streams cannot be kept whole: close the phones here whose
 	// binary is elsewhere, and forget the phones elsewhere registered here.
 	n.mu.Lock()
-	entries := make([]*phoneEntry, 0, len(n.local))
-	for _, e := range n.local {
-		entries = append(entries, e)
-	}
+	entries := n.local.collect(func(*phoneEntry) bool { return true }, false)
 	n.mu.Unlock()
 	for _, e := range entries {
 		if e.fail() {
@@ -642,12 +639,7 @@ func (n *Node) nodeGone(node, why string) {
 	}
 	n.mu.Lock()
 	delete(n.peers, node)
-	var orphans []*phoneEntry
-	for _, e := range n.local {
-		if e.ob.node == node {
-			orphans = append(orphans, e)
-		}
-	}
+	orphans := n.local.collect(func(e *phoneEntry) bool { return e.ob.node == node }, false)
 	if len(orphans) > 0 {
 		if t := n.lost[node]; t != nil {
 			t.Stop()
@@ -682,12 +674,7 @@ func (n *Node) nodeGone(node, why string) {
 func (n *Node) orphansExpired(node string) {
 	n.mu.Lock()
 	delete(n.lost, node)
-	var out []*phoneEntry
-	for _, e := range n.local {
-		if e.ob.node == node && e.isOrphan() {
-			out = append(out, e)
-		}
-	}
+	out := n.local.collect(func(e *phoneEntry) bool { return e.ob.node == node && e.isOrphan() }, false)
 	n.mu.Unlock()
 	for _, e := range out {
 		e.evict(closeNormal)
@@ -699,13 +686,7 @@ func (n *Node) orphansExpired(node string) {
 // code, as for a phone that went away.
 func (n *Node) forgetRemote(match func(*remotePhone) bool, code int) []*remotePhone {
 	n.mu.Lock()
-	var out []*remotePhone
-	for c, rp := range n.remote {
-		if match(rp) {
-			out = append(out, rp)
-			delete(n.remote, c)
-		}
-	}
+	out := n.remote.collect(match, true)
 	n.mu.Unlock()
 	for _, rp := range out {
 		rp.kill()

@@ -35,7 +35,7 @@ func TestRegressionPhoneNodeBlipLeaksPhone(t *testing.T) {
 		t.Fatalf("binary got %q, want %q", got, want)
 	}
 	a.node.mu.Lock()
-	left := len(a.node.remote)
+	left := a.node.remote.size()
 	a.node.mu.Unlock()
 	if left != 0 {
 		t.Fatalf("owner still has %d remote phone(s) registered", left)
