@@ -259,7 +259,7 @@ func scanString(b []byte, i int) (int, bool) {
 }
 
 // plainRun returns how many bytes at the start of s are printable ASCII
-// (0x20 to 0x7f; s holds no '"' or '\\', which its caller cut off).
+// (0x20 to 0x7f; s holds no '"' or '\', which its caller cut off).
 func plainRun(s []byte) int {
 	i := 0
 	for ; len(s)-i >= 32; i += 32 {
