@@ -339,4 +339,21 @@ func TestLoopBusyQueueKeptUntilHeartbeat(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// Idle past another heartbeat, then a burst again: all of it arrives,
+	// in order, on the same connection.
+	time.Sleep(2 * opt.HeartbeatInterval)
+	writeAll(t, srcClient, burst)
+	dstClient.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for got := 0; got < 20; {
+		f, err := readServerFrame(r)
+		if err != nil {
+			t.Fatalf("second burst, after %d frames: %v", got, err)
+		}
+		if f.op == OpText {
+			if want := byte('a' + got); len(f.payload) != 1 || f.payload[0] != want {
+				t.Fatalf("second burst: frame %d is %q, want %q", got, f.payload, want)
+			}
+			got++
+		}
+	}
 }
